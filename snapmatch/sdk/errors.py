@@ -1,0 +1,88 @@
+"""The one error hierarchy of snapmatch: every failure a user can cause is a SnapmatchError."""
+
+from __future__ import annotations
+
+
+class SnapmatchError(Exception):
+    """Base class of every error snapmatch raises on purpose."""
+
+
+# --- images -------------------------------------------------------------------
+
+
+class ImageError(SnapmatchError):
+    """An image could not be used."""
+
+
+class ImageNotFoundError(ImageError):
+    """An image path does not exist or is not a file."""
+
+
+class InvalidImageError(ImageError):
+    """An image is empty, truncated, corrupt, not an image, or of an unsupported array type."""
+
+
+class ImageTooLargeError(ImageError):
+    """An image has more pixels than the decoder is allowed to allocate (decompression bomb guard)."""
+
+
+# --- models -------------------------------------------------------------------
+
+
+class ModelError(SnapmatchError):
+    """A model file cannot be loaded."""
+
+
+class ModelContractError(ModelError):
+    """An ONNX file is not a snapmatch model: wrong input/output types, shapes or metadata."""
+
+
+class ModelMismatchError(ModelError):
+    """A catalog was built with a different model than the one it is being opened with."""
+
+
+class EmbeddingError(ModelError):
+    """A model produced an embedding that is not finite and L2-normalised."""
+
+
+# --- catalogs -----------------------------------------------------------------
+
+
+class CatalogError(SnapmatchError):
+    """A catalog cannot be created, opened or changed."""
+
+
+class CatalogNotFoundError(CatalogError):
+    """A catalog folder does not exist or holds no manifest."""
+
+
+class CatalogExistsError(CatalogError):
+    """A catalog already exists where a new one was to be created."""
+
+
+class CatalogCorruptError(CatalogError):
+    """A catalog's manifest, base index or database is damaged or inconsistent."""
+
+
+class CatalogLockedError(CatalogError):
+    """Another process holds the catalog's writer lock."""
+
+
+class ReadOnlyError(CatalogError):
+    """A change was asked of a catalog opened read-only."""
+
+
+class CatalogClosedError(CatalogError):
+    """The catalog was used after close()."""
+
+
+class ProductNotFoundError(CatalogError):
+    """No product with this id is in the catalog."""
+
+
+class ProductExistsError(CatalogError):
+    """A product with this id is already in the catalog."""
+
+
+class CalibrationError(SnapmatchError):
+    """No threshold reaches the target precision on the labelled photos given."""

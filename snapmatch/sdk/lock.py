@@ -1,0 +1,50 @@
+"""One writer per catalog: an exclusive `flock` on `writer.lock`, which is never replaced."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+from snapmatch.sdk.errors import CatalogLockedError
+
+
+class WriterLock:
+    """Held from acquire() to release(); the OS drops it if the process dies."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_pid(fd)
+            os.close(fd)
+            who = f"pid {holder}" if holder else "another process"
+            raise CatalogLockedError(
+                f"catalog {self.path.parent} is locked by {who}: one writer at a time "
+                "(open it with readonly=True to search while it writes)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        return int(os.pread(fd, 32, 0).decode().strip() or 0) or None
+    except (ValueError, OSError):
+        return None

@@ -1,0 +1,161 @@
+"""Decode any supported image input and resize it the way the model declares.
+
+`preprocess` is the one function that turns a user's image into model input;
+training-time evaluation, int8 calibration and the runtime all call it, so
+what the model sees cannot differ between them. Normalisation is not here: it
+lives inside the ONNX graph.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+
+from snapmatch.sdk.errors import ImageNotFoundError, ImageTooLargeError, InvalidImageError
+from snapmatch.sdk.image_header import read_header
+from snapmatch.sdk.model_spec import InputSpec
+
+# A 50-megapixel photo decodes to 150 MB; anything larger is refused before
+# decoding. OpenCV's own limit (2^30 pixels, 3 GB) is lowered to match for
+# formats whose header we do not parse; it is read on OpenCV's first decode.
+MAX_PIXELS = 50_000_000
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
+
+import cv2  # noqa: E402  (the pixel limit must be in the environment first)
+
+ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, np.ndarray]
+
+
+def read_image_bytes(path: str | os.PathLike) -> bytes:
+    """The bytes of an image file, or ImageNotFoundError / InvalidImageError naming the path."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImageNotFoundError(f"image not found: {path}") from None
+    except IsADirectoryError:
+        raise ImageNotFoundError(f"image path is a directory: {path}") from None
+    except OSError as exc:
+        raise InvalidImageError(f"cannot read image {path}: {exc.strerror or exc}") from None
+    if not data:
+        raise InvalidImageError(f"image file is empty: {path}")
+    return data
+
+
+def decode(image: ImageInput, *, max_pixels: int = MAX_PIXELS, name: str | None = None) -> np.ndarray:
+    """Any image input as an (H, W, 3) uint8 BGR array.
+
+    Paths and encoded bytes are decoded with EXIF orientation applied;
+    grayscale, alpha (composited on white) and 16-bit inputs are converted.
+    """
+    if isinstance(image, np.ndarray):
+        return _from_array(image, name or "array")
+    if isinstance(image, (str, os.PathLike)):
+        name = name or str(image)
+        data = read_image_bytes(image)
+    elif isinstance(image, (bytes, bytearray, memoryview)):
+        name = name or "image bytes"
+        data = bytes(image)
+    else:
+        raise InvalidImageError(
+            f"unsupported image input of type {type(image).__name__}: give a path, encoded bytes or a BGR numpy array"
+        )
+    return _decode_bytes(data, name, max_pixels)
+
+
+def _decode_bytes(data: bytes, name: str, max_pixels: int) -> np.ndarray:
+    if not data:
+        raise InvalidImageError(f"{name} is empty")
+    header = read_header(data)
+    if header.pixels is not None and header.pixels > max_pixels:
+        raise ImageTooLargeError(
+            f"{name} is {header.width}x{header.height} = {header.pixels:,} pixels, above the limit of {max_pixels:,}"
+        )
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    try:
+        if header.may_have_alpha:
+            # IMREAD_UNCHANGED keeps alpha and 16-bit depth (and skips EXIF
+            # orientation, which these formats rarely carry).
+            decoded = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+        else:
+            # IMREAD_COLOR applies EXIF orientation and gives 8-bit BGR.
+            decoded = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        raise InvalidImageError(f"{name} cannot be decoded: {str(exc).strip().splitlines()[-1]}") from None
+    if decoded is None or decoded.size == 0:
+        raise InvalidImageError(f"{name} is not a readable image (corrupt, truncated or an unsupported format)")
+    if decoded.shape[0] * decoded.shape[1] > max_pixels:
+        raise ImageTooLargeError(f"{name} decodes to {decoded.shape[1]}x{decoded.shape[0]} pixels, above the limit")
+    return _from_array(decoded, name)
+
+
+def _from_array(array: np.ndarray, name: str) -> np.ndarray:
+    """Normalise a decoded array to contiguous (H, W, 3) uint8 BGR."""
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise InvalidImageError(f"{name} has shape {array.shape}; expected (H, W), (H, W, 3) or (H, W, 4)")
+    if array.shape[0] < 1 or array.shape[1] < 1:
+        raise InvalidImageError(f"{name} has no pixels (shape {array.shape})")
+    array = _to_uint8(array, name)
+    if array.ndim == 2:
+        return cv2.cvtColor(array, cv2.COLOR_GRAY2BGR)
+    if array.shape[2] == 4:
+        return _composite_on_white(array)
+    return np.ascontiguousarray(array)
+
+
+def _to_uint8(array: np.ndarray, name: str) -> np.ndarray:
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.uint16:
+        return (array >> 8).astype(np.uint8)
+    if array.dtype in (np.float32, np.float64):
+        if not np.isfinite(array).all():
+            raise InvalidImageError(f"{name} contains NaN or infinite pixel values")
+        return (np.clip(array, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    raise InvalidImageError(f"{name} has pixel type {array.dtype}; expected uint8, uint16 or float in [0, 1]")
+
+
+def _composite_on_white(bgra: np.ndarray) -> np.ndarray:
+    # Transparent areas would otherwise turn black, which product photos on a
+    # transparent background never mean.
+    alpha = bgra[:, :, 3:4].astype(np.float32) / 255.0
+    bgr = bgra[:, :, :3].astype(np.float32)
+    return (bgr * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
+
+
+def resize(bgr: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """Resize a BGR image to the model's input size by its resize policy; returns RGB uint8 (H, W, 3)."""
+    height, width = bgr.shape[:2]
+    if spec.resize == "stretch":
+        out = _resize_to(bgr, spec.width, spec.height)
+    elif spec.resize == "letterbox":
+        scale = min(spec.width / width, spec.height / height)
+        new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+        scaled = _resize_to(bgr, new_w, new_h)
+        out = np.full((spec.height, spec.width, 3), 255, dtype=np.uint8)
+        top, left = (spec.height - new_h) // 2, (spec.width - new_w) // 2
+        out[top:top + new_h, left:left + new_w] = scaled
+    else:  # center_crop: scale so the crop covers crop_fraction of the shorter side
+        scale = max(spec.width / (width * spec.crop_fraction), spec.height / (height * spec.crop_fraction))
+        new_w, new_h = max(spec.width, round(width * scale)), max(spec.height, round(height * scale))
+        scaled = _resize_to(bgr, new_w, new_h)
+        top, left = (new_h - spec.height) // 2, (new_w - spec.width) // 2
+        out = scaled[top:top + spec.height, left:left + spec.width]
+    return cv2.cvtColor(out, cv2.COLOR_BGR2RGB)
+
+
+def _resize_to(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    if image.shape[1] == width and image.shape[0] == height:
+        return image
+    shrinking = width < image.shape[1] or height < image.shape[0]
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+def preprocess(image: ImageInput, spec: InputSpec, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Any image input as the model's input: RGB uint8, shape (spec.height, spec.width, 3)."""
+    return resize(decode(image, max_pixels=max_pixels), spec)

@@ -1,0 +1,52 @@
+"""Shared fixtures: real ONNX models (built with onnx.helper) and synthetic product photos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.model_factory import build_model, product_image
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def model_path(model_dir) -> Path:
+    """A working snapmatch model: 32x32 input, 64-d output."""
+    return build_model(model_dir / "model.onnx")
+
+
+@pytest.fixture(scope="session")
+def other_model_path(model_dir) -> Path:
+    """A second working model with a different id (and weights)."""
+    return build_model(model_dir / "other.onnx", seed=1)
+
+
+@pytest.fixture()
+def photo_dir(tmp_path) -> Path:
+    """JPEG photos on disk: products 0-4, three photos each, in product_N/ sub-folders."""
+    root = tmp_path / "photos"
+    for product in range(5):
+        folder = root / f"product_{product}"
+        folder.mkdir(parents=True)
+        for variant in range(3):
+            cv2.imwrite(str(folder / f"{variant}.jpg"), product_image(product, variant=variant))
+    return root
+
+
+@pytest.fixture()
+def image_of():
+    """product_image(product, variant=...) as a fixture."""
+    return product_image
+
+
+def unit_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    vectors = rng.standard_normal((n, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
