@@ -5,7 +5,6 @@
 >>> search.identify("frame.jpg")
 """
 
-from snapmatch.sdk.embedder import Embedder
 from snapmatch.sdk.errors import (
     CalibrationError,
     CatalogClosedError,
@@ -18,6 +17,7 @@ from snapmatch.sdk.errors import (
     ImageError,
     ImageNotFoundError,
     ImageTooLargeError,
+    ImportSourceError,
     InvalidImageError,
     ModelContractError,
     ModelError,
@@ -27,8 +27,24 @@ from snapmatch.sdk.errors import (
     ReadOnlyError,
     SnapmatchError,
 )
-from snapmatch.sdk.product_search import ProductSearch
-from snapmatch.sdk.types import Match, Product
+
+# The heavy classes load on first use, so `import snapmatch` (and the CLI's
+# --help) stays fast and an app pays for onnxruntime only when it uses it.
+_LAZY = {
+    "Embedder": "snapmatch.sdk.embedder",
+    "ProductSearch": "snapmatch.sdk.product_search",
+    "Match": "snapmatch.sdk.types",
+    "Product": "snapmatch.sdk.types",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'snapmatch' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 
@@ -45,6 +61,7 @@ __all__ = [
     "ImageError",
     "ImageNotFoundError",
     "ImageTooLargeError",
+    "ImportSourceError",
     "InvalidImageError",
     "Match",
     "ModelContractError",

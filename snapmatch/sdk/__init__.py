@@ -1,23 +1,26 @@
-"""The snapmatch runtime: numpy, onnxruntime, usearch, OpenCV and sqlite3. Never imports torch."""
+"""The snapmatch runtime: numpy, onnxruntime, usearch, OpenCV and sqlite3. Never imports torch.
 
-from snapmatch.sdk.catalog import Catalog
-from snapmatch.sdk.embedder import Embedder
-from snapmatch.sdk.errors import *  # noqa: F401,F403  (the error hierarchy is part of the API)
-from snapmatch.sdk.errors import SnapmatchError
-from snapmatch.sdk.model_spec import InputSpec, ModelSpec
-from snapmatch.sdk.preprocess import decode, preprocess
-from snapmatch.sdk.product_search import ProductSearch
-from snapmatch.sdk.types import Match, Product
+Sub-modules load on first use, so `snapmatch.sdk.errors` stays cheap to import.
+"""
 
-__all__ = [
-    "Catalog",
-    "Embedder",
-    "InputSpec",
-    "Match",
-    "ModelSpec",
-    "Product",
-    "ProductSearch",
-    "SnapmatchError",
-    "decode",
-    "preprocess",
-]
+import importlib
+
+_LAZY = {
+    "Catalog": "snapmatch.sdk.catalog",
+    "Embedder": "snapmatch.sdk.embedder",
+    "InputSpec": "snapmatch.sdk.model_spec",
+    "ModelSpec": "snapmatch.sdk.model_spec",
+    "decode": "snapmatch.sdk.preprocess",
+    "preprocess": "snapmatch.sdk.preprocess",
+    "ProductSearch": "snapmatch.sdk.product_search",
+    "Match": "snapmatch.sdk.types",
+    "Product": "snapmatch.sdk.types",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'snapmatch.sdk' has no attribute {name!r}")

@@ -15,8 +15,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-import usearch
-from usearch.index import Index
+from snapmatch.sdk._usearch import Index, usearch
 
 from snapmatch.sdk.errors import CatalogCorruptError
 from snapmatch.sdk.fsutil import fsync_dir, fsync_file

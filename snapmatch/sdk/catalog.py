@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from usearch.index import Index
+from snapmatch.sdk._usearch import Index
 
 from snapmatch.sdk import base_index, store
 from snapmatch.sdk.delta import Delta, DeltaSnapshot

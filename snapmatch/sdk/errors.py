@@ -84,5 +84,9 @@ class ProductExistsError(CatalogError):
     """A product with this id is already in the catalog."""
 
 
+class ImportSourceError(SnapmatchError):
+    """An import list file or folder is missing or malformed."""
+
+
 class CalibrationError(SnapmatchError):
     """No threshold reaches the target precision on the labelled photos given."""

@@ -1,0 +1,382 @@
+"""How long opening a catalog takes as it grows (DESIGN.md: "Opening is a memory map").
+
+For each size, a synthetic catalog is built (`synthetic_catalog`), then every
+open is timed in a fresh Python process, so that imports, allocator warm-up
+and a previous open's mappings are not counted: the child imports
+everything first and times only the open call. It also reports its resident
+memory (VmRSS, split into anonymous and file-backed pages) before and after
+the open, and the latency of the first and second search after it.
+
+Modes, each repeated `repeats` times (median and max reported):
+
+- usearch_view: `Index.restore(base, view=True)` alone, the floor under the rest;
+- readonly: `Catalog.open(folder, readonly=True)`;
+- writer: `Catalog.open(folder)` (writer lock, crash recovery, then the same);
+- product_search: `ProductSearch.open(folder, readonly=True)`, only with a
+  model (loading the ONNX model adds a constant; no model ships yet);
+- readonly_evicted: readonly after the catalog's files were evicted from the
+  page cache with posix_fadvise (see `pagecache`; dropping all caches needs root).
+
+    python -m snapmatch.benchmarks.open_time --sizes 10k,1M --dim 576 --out scratch/open-time
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from snapmatch.benchmarks import pagecache
+from snapmatch.benchmarks.synthetic_catalog import SyntheticSpec, build, load_build, sample_queries
+from snapmatch.sdk import store
+from snapmatch.sdk.manifest import MANIFEST, read_manifest
+
+MODULE = "snapmatch.benchmarks.open_time"
+MODES = ("usearch_view", "readonly", "writer", "product_search", "readonly_evicted")
+RESULT_FILE = "open_time.json"
+CHILD_TIMEOUT_S = 900
+
+
+def run(
+    sizes: Sequence[int],
+    dim: int = 576,
+    folder: str | os.PathLike | None = None,
+    repeats: int = 5,
+    *,
+    vector_dtype: str = "f32",
+    expansion_add: int | None = None,
+    images_per_product: int = 4,
+    clusters: int = 1000,
+    seed: int = 0,
+    insert: str = "bulk",
+    model: str | os.PathLike | None = None,
+    evict: bool = True,
+    reuse: bool = False,
+    keep: bool = True,
+    threads: int = 0,
+    log=None,
+) -> list[dict]:
+    """Build a catalog of each size under `folder` (a temporary folder when None) and time opening it.
+
+    reuse: keep an earlier build of the same settings found in `folder`.
+    keep: leave the catalogs in `folder` afterwards (always removed for a temporary folder).
+    """
+    if repeats < 1:
+        raise ValueError("repeats must be at least 1")
+    log = log or (lambda message: None)
+    if folder is None:
+        with tempfile.TemporaryDirectory(prefix="snapmatch-open-time-") as tmp:
+            return run(sizes, dim, tmp, repeats, vector_dtype=vector_dtype, expansion_add=expansion_add,
+                       images_per_product=images_per_product, clusters=clusters, seed=seed, insert=insert,
+                       model=model, evict=evict, reuse=False, keep=False, threads=threads, log=log)
+    folder = Path(folder).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    modes = [m for m in MODES if (m != "product_search" or model is not None) and (m != "readonly_evicted" or evict)]
+    results = []
+    for size in sizes:
+        spec = SyntheticSpec(size=int(size), dim=dim, images_per_product=images_per_product, clusters=clusters,
+                             seed=seed, vector_dtype=vector_dtype, expansion_add=expansion_add, insert=insert)
+        catalog = folder / spec.name
+        facts = load_build(catalog, spec) if reuse else None
+        reused = facts is not None
+        if reused:
+            log(f"{spec.name}: reusing the catalog built earlier in {catalog}")
+        else:
+            shutil.rmtree(catalog, ignore_errors=True)
+            facts = build(catalog, spec, model=model, threads=threads, log=log)
+        queries, expected = sample_queries(catalog, spec)
+        queries_path = folder / f"{spec.name}.queries.npy"
+        np.save(queries_path, queries)
+        opens = {}
+        for mode in modes:
+            log(f"{spec.name}: timing {mode} x{repeats}")
+            opens[mode] = _measure(mode, catalog, queries_path, expected, repeats, threads=threads)
+        results.append({
+            "size": spec.size,
+            "dim": dim,
+            "vector_dtype": vector_dtype,
+            "products": spec.products,
+            "catalog": str(catalog),
+            "build": {**facts, "reused": reused},
+            "open": opens,
+        })
+        if not keep:
+            shutil.rmtree(catalog, ignore_errors=True)
+    return results
+
+
+def ratios(results: list[dict]) -> dict:
+    """Median open time of the largest catalog over the smallest's, per mode."""
+    if len(results) < 2:
+        return {}
+    small, large = min(results, key=lambda r: r["size"]), max(results, key=lambda r: r["size"])
+    return {
+        mode: large["open"][mode]["open_ms"]["median"] / small["open"][mode]["open_ms"]["median"]
+        for mode in large["open"]
+        if mode in small["open"] and small["open"][mode]["open_ms"]["median"] > 0
+    }
+
+
+# --- one measurement: fresh processes ---------------------------------------------------
+
+
+def _measure(mode: str, catalog: Path, queries: Path, expected: list[str], repeats: int, *, threads: int) -> dict:
+    base = catalog / read_manifest(catalog).base.file
+    files = [base, catalog / MANIFEST] + [catalog / (store.DATABASE + s) for s in ("", "-wal", "-shm")]
+    request = json.dumps({"mode": mode, "folder": str(catalog), "base": str(base), "queries": str(queries),
+                          "expected": expected, "threads": threads})
+    runs = []
+    for _ in range(repeats):
+        if mode.endswith("_evicted"):
+            pagecache.evict(files)
+        resident = pagecache.resident_fraction(base)
+        done = subprocess.run([sys.executable, "-m", MODULE, "--child", request], capture_output=True, text=True,
+                              timeout=CHILD_TIMEOUT_S, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"{mode} open of {catalog} failed in the child process:\n{done.stderr[-4000:]}")
+        runs.append({**json.loads(done.stdout.strip().splitlines()[-1]), "base_resident_before": resident})
+    return _summarise(runs)
+
+
+def _summarise(runs: list[dict]) -> dict:
+    def stats(key: str) -> dict:
+        values = [r[key] for r in runs]
+        return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
+
+    def median(key: str, field: str) -> float | None:
+        values = [r[key][field] for r in runs if r[key].get(field) is not None]
+        return statistics.median(values) if values else None
+
+    memory = {
+        f"{point}_{field}_mb": median(point, field)
+        for point in ("before", "after_open", "after_search")
+        for field in ("rss", "anon", "file")
+    }
+    resident = [r["base_resident_before"] for r in runs if r["base_resident_before"] is not None]
+    correct = [r["top1_correct"] for r in runs if r["top1_correct"] is not None]
+    return {
+        "open_ms": stats("open_ms"),
+        "first_search_ms": stats("first_search_ms"),
+        "second_search_ms": stats("second_search_ms"),
+        **memory,
+        "open_rss_delta_mb": _delta(memory["after_open_rss_mb"], memory["before_rss_mb"]),
+        "base_resident_before": statistics.median(resident) if resident else None,
+        "top1_correct": all(correct) if correct else None,
+    }
+
+
+def _delta(after: float | None, before: float | None) -> float | None:
+    return None if after is None or before is None else after - before
+
+
+def _child(request: dict) -> dict:
+    """Runs in the fresh process: everything imported first, then only the open is timed."""
+    from usearch.index import Index
+
+    from snapmatch.sdk.catalog import Catalog
+    from snapmatch.sdk.product_search import ProductSearch
+
+    mode = request["mode"]
+    if mode == "product_search":
+        import onnxruntime  # noqa: F401  (its import is not part of opening)
+    queries = np.load(request["queries"])
+    before = _memory()
+    start = time.perf_counter()
+    if mode == "usearch_view":
+        opened = Index.restore(request["base"], view=True)
+    elif mode == "product_search":
+        opened = ProductSearch.open(request["folder"], readonly=True, threads=request["threads"])
+    else:
+        opened = Catalog.open(request["folder"], readonly=mode != "writer", threads=request["threads"])
+    open_ms = 1e3 * (time.perf_counter() - start)
+    after_open = _memory()
+
+    if mode == "usearch_view":
+        def search(q, k):
+            return opened.search(q, k)
+    else:
+        catalog = opened.catalog if mode == "product_search" else opened
+
+        def search(q, k):
+            return catalog.search(q, k)
+    times = []
+    for _ in range(2):
+        start = time.perf_counter()
+        search(queries[:1], 5)
+        times.append(1e3 * (time.perf_counter() - start))
+    correct = None
+    if mode != "usearch_view":
+        found = search(queries, 1)
+        correct = all(bool(m) and m[0].product_id == want for m, want in zip(found, request["expected"]))
+    after_search = _memory()
+    if mode != "usearch_view":
+        opened.close()
+    return {"open_ms": open_ms, "first_search_ms": times[0], "second_search_ms": times[1], "top1_correct": correct,
+            "before": before, "after_open": after_open, "after_search": after_search}
+
+
+def _memory() -> dict:
+    """Resident memory of this process in MB: total, anonymous, file-backed (None off Linux)."""
+    fields = {"VmRSS": "rss", "RssAnon": "anon", "RssFile": "file"}
+    found = dict.fromkeys(fields.values())
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                name, _, value = line.partition(":")
+                if name in fields:
+                    found[fields[name]] = int(value.split()[0]) / 1024
+    except OSError:
+        pass
+    return found
+
+
+# --- report ----------------------------------------------------------------------------
+
+
+def environment() -> dict:
+    import usearch
+
+    memory = None
+    try:
+        with open("/proc/meminfo") as meminfo:
+            memory = int(meminfo.readline().split()[1]) / 1024**2
+    except (OSError, ValueError, IndexError):
+        pass
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "memory_gb": memory,
+        "usearch": usearch.__version__,
+        "numpy": np.__version__,
+        "sqlite": sqlite3.sqlite_version,
+    }
+
+
+def format_table(results: list[dict]) -> str:
+    lines = [
+        f"{'vectors':>9} {'dtype':>5} {'ea':>4} {'insert s':>9} {'base s':>8} {'base MB':>9} {'sqlite MB':>10} "
+        f"{'builder RSS MB':>14}"
+    ]
+    for r in results:
+        b = r["build"]
+        lines.append(
+            f"{r['size']:>9} {r['vector_dtype']:>5} {b['expansion_add']:>4} {b['insert_s']:>9.1f} "
+            f"{b['base_build_s']:>8.1f} {b['base_bytes'] / 1e6:>9.1f} {b['sqlite_bytes'] / 1e6:>10.1f} "
+            f"{b['builder_peak_rss_mb']:>14.0f}" + ("  (reused)" if b.get("reused") else "")
+        )
+    lines.append("")
+    lines.append(
+        f"{'vectors':>9} {'mode':<17} {'open ms med':>11} {'max':>8} {'RSS before':>10} {'after open':>10} "
+        f"{'anon +':>7} {'file +':>7} {'1st search ms':>13} {'2nd':>6} {'cached':>6} {'top1':>5}"
+    )
+    for r in results:
+        for mode, m in r["open"].items():
+            anon = _delta(m["after_open_anon_mb"], m["before_anon_mb"])
+            file = _delta(m["after_open_file_mb"], m["before_file_mb"])
+            cached = m["base_resident_before"]
+            lines.append(
+                f"{r['size']:>9} {mode:<17} {m['open_ms']['median']:>11.2f} {m['open_ms']['max']:>8.2f} "
+                f"{_mb(m['before_rss_mb']):>10} {_mb(m['after_open_rss_mb']):>10} {_mb(anon):>7} {_mb(file):>7} "
+                f"{m['first_search_ms']['median']:>13.2f} {m['second_search_ms']['median']:>6.2f} "
+                f"{'-' if cached is None else f'{cached:.0%}':>6} {'-' if m['top1_correct'] is None else m['top1_correct']!s:>5}"
+            )
+    found = ratios(results)
+    if found:
+        small, large = min(r["size"] for r in results), max(r["size"] for r in results)
+        lines.append("")
+        lines.append(f"open({large}) / open({small}), medians: " + ", ".join(f"{m} {v:.2f}x" for m, v in found.items()))
+    return "\n".join(lines)
+
+
+def _mb(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def parse_size(text: str) -> int:
+    """'10k' -> 10000, '1M' -> 1000000, '2500' -> 2500."""
+    text = text.strip()
+    scale = {"k": 1_000, "m": 1_000_000}.get(text[-1:].lower(), 1)
+    number = text[:-1] if scale > 1 else text
+    try:
+        value = int(round(float(number) * scale))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 10k, 1M, 2500)") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a size must be positive, not {text!r}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--child"]:
+        print(json.dumps(_child(json.loads(argv[1]))))
+        return 0
+    parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="10k,1M", help="comma-separated vector counts, e.g. 10k,100k,1M")
+    parser.add_argument("--dim", type=int, default=576)
+    parser.add_argument("--out", required=True, type=Path, help=f"folder for {RESULT_FILE}")
+    parser.add_argument("--folder", type=Path, help="where the catalogs are built (default: OUT/catalogs)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--vector-dtype", default="f32", choices=("f32", "f16", "i8"))
+    parser.add_argument("--expansion-add", type=int, help="usearch build effort (default: the library's)")
+    parser.add_argument("--images-per-product", type=int, default=4)
+    parser.add_argument("--clusters", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--insert", default="bulk", choices=("bulk", "api"))
+    parser.add_argument("--model", type=Path, help="an ONNX model of embedding size --dim: also time ProductSearch.open")
+    parser.add_argument("--no-evict", action="store_true", help="skip the page-cache-evicted mode")
+    parser.add_argument("--reuse", action="store_true", help="reuse catalogs of the same settings built earlier")
+    parser.add_argument("--clean", action="store_true", help="delete the catalogs afterwards")
+    parser.add_argument("--threads", type=int, default=0, help="usearch threads (0: all cores)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    args = parser.parse_args(argv)
+    sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
+
+    def log(message: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+    started = time.time()
+    results = run(sizes, args.dim, args.folder or args.out / "catalogs", args.repeats, vector_dtype=args.vector_dtype,
+                  expansion_add=args.expansion_add, images_per_product=args.images_per_product,
+                  clusters=args.clusters, seed=args.seed, insert=args.insert, model=args.model,
+                  evict=not args.no_evict, reuse=args.reuse, keep=not args.clean, threads=args.threads, log=log)
+    report = {
+        "benchmark": "open_time",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "seconds": time.time() - started,
+        "command": " ".join([f"python -m {MODULE}", *argv]),
+        "environment": environment(),
+        "results": results,
+        "ratios": ratios(results),
+        "notes": [
+            "every open runs in a fresh Python process; imports are done before the clock starts",
+            "warm modes: the catalog's files are in the page cache (just built or read); readonly_evicted drops "
+            "them with posix_fadvise(DONTNEED), which cannot reach caches below the OS",
+            "catalogs of up to 20000 vectors are searched exactly (Catalog exact_below), larger ones through HNSW",
+        ],
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / RESULT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_table(results))
+        print(f"\nresults: {args.out / RESULT_FILE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""Synthetic catalogs of any size for benchmarks: clustered unit vectors, seeded.
+
+`Catalog.add` writes one product per SQLite transaction (fsynced), which is
+right for a device and far too slow for a million vectors. `build` therefore
+bulk-loads the catalog's own tables (`snapmatch.sdk.store`'s schema) in large
+transactions and then calls `Catalog.compact()`, which builds the usearch base
+from those rows exactly as it would on a device. insert="api" goes through
+`Catalog.add` instead, for small catalogs and to check both paths agree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import math
+import os
+import resource
+import sqlite3
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from snapmatch.sdk import base_index, store
+from snapmatch.sdk.catalog import Catalog
+from snapmatch.sdk.errors import SnapmatchError
+from snapmatch.sdk.manifest import read_manifest
+
+MODEL_ID = "synthetic-benchmark"  # model id of catalogs built without a model
+CHUNK_PRODUCTS = 4096  # products generated (and, in bulk mode, committed) per chunk
+PRODUCT_SPREAD = 1.0  # noise norm of a product around its cluster centre (before normalising)
+IMAGE_SPREAD = 0.3  # noise norm of an image around its product
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """What to build; two builds of the same spec hold the same vectors under the same keys."""
+
+    size: int  # image vectors in the catalog
+    dim: int
+    images_per_product: int = 4
+    clusters: int = 1000  # random unit centres the products gather around
+    seed: int = 0
+    vector_dtype: str = "f32"  # the base's usearch scalar kind
+    expansion_add: int | None = None  # usearch build effort; None: the library's default
+    insert: str = "bulk"  # "bulk" (SQLite transactions) or "api" (Catalog.add per product)
+
+    @property
+    def products(self) -> int:
+        return math.ceil(self.size / self.images_per_product)
+
+    @property
+    def name(self) -> str:
+        ea = "" if self.expansion_add is None else f"-ea{self.expansion_add}"
+        return (
+            f"n{self.size}-d{self.dim}-{self.vector_dtype}{ea}-ipp{self.images_per_product}"
+            f"-c{self.clusters}-s{self.seed}-{self.insert}"
+        )
+
+
+def product_id(index: int) -> str:
+    return f"p{index:08d}"
+
+
+def clustered_chunks(spec: SyntheticSpec) -> Iterator[tuple[list[str], np.ndarray, np.ndarray]]:
+    """(product ids, product index of every image, image vectors [n, dim] float32 unit), chunk by chunk."""
+    centres = _unit(np.random.default_rng([spec.seed, 1 << 30]).standard_normal((spec.clusters, spec.dim)))
+    scale = 1.0 / math.sqrt(spec.dim)  # noise of norm ~SPREAD whatever the dimension
+    remaining = spec.size
+    for chunk, first in enumerate(range(0, spec.products, CHUNK_PRODUCTS)):
+        count = min(CHUNK_PRODUCTS, spec.products - first)
+        rng = np.random.default_rng([spec.seed, chunk])
+        cluster = rng.integers(spec.clusters, size=count)
+        products = _unit(centres[cluster] + PRODUCT_SPREAD * scale * rng.standard_normal((count, spec.dim)))
+        owner = np.repeat(np.arange(count), spec.images_per_product)[:remaining]
+        images = _unit(products[owner] + IMAGE_SPREAD * scale * rng.standard_normal((len(owner), spec.dim)))
+        remaining -= len(owner)
+        yield [product_id(first + i) for i in range(count)], first + owner, images
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+@contextlib.contextmanager
+def _expansion_add(value: int | None):
+    """Build bases with a lower (or higher) usearch expansion_add than the library's default.
+
+    Benchmark-only: open time is about mapping the file, whose size and layout
+    do not depend on expansion_add; only the graph's quality does.
+    """
+    if value is None:
+        yield
+        return
+    original = base_index.new_index
+    base_index.new_index = functools.partial(original, expansion_add=value)
+    try:
+        yield
+    finally:
+        base_index.new_index = original
+
+
+def build(folder: str | os.PathLike, spec: SyntheticSpec, *, model: str | os.PathLike | None = None,
+          threads: int = 0, log=None) -> dict:
+    """Create the catalog `folder` (must not exist yet), fill it and compact it; returns build facts.
+
+    With `model`, the catalog is created by `ProductSearch.create` (model copied
+    in, its id in the manifest), so `ProductSearch.open` works on it; the
+    model's embedding size must equal spec.dim.
+    """
+    folder = Path(folder)
+    if spec.insert not in ("bulk", "api"):
+        raise ValueError(f"insert must be 'bulk' or 'api', not {spec.insert!r}")
+    log = log or (lambda message: None)
+    started = time.perf_counter()
+    catalog = _create(folder, spec, model=model, threads=threads)
+    try:
+        log(f"{spec.name}: inserting {spec.size} vectors ({spec.products} products, {spec.insert})")
+        t0 = time.perf_counter()
+        if spec.insert == "bulk":
+            _bulk_insert(folder, spec)
+        else:
+            per = spec.images_per_product
+            for ids, _, vectors in clustered_chunks(spec):
+                for local, pid in enumerate(ids):
+                    catalog.add(pid, vectors[local * per:(local + 1) * per], name=f"Product {pid}")
+        insert_s = time.perf_counter() - t0
+        log(f"{spec.name}: inserted in {insert_s:.1f} s; building the base (compact)")
+        t0 = time.perf_counter()
+        with _expansion_add(spec.expansion_add):
+            catalog.compact()
+        base_build_s = time.perf_counter() - t0
+        log(f"{spec.name}: base built in {base_build_s:.1f} s")
+    finally:
+        catalog.close()
+    manifest = read_manifest(folder)
+    base = manifest.base
+    if base is None or base.count != spec.size:
+        raise RuntimeError(f"{folder}: expected a base of {spec.size} vectors, the manifest says {base}")
+    if spec.expansion_add is not None and base.expansion_add != spec.expansion_add:
+        raise RuntimeError(
+            f"{folder}: the base was built with expansion_add={base.expansion_add}, not {spec.expansion_add}: "
+            "Catalog.compact no longer builds through base_index.new_index"
+        )
+    facts = {
+        "spec": asdict(spec),
+        "insert_s": insert_s,
+        "base_build_s": base_build_s,
+        "total_s": time.perf_counter() - started,
+        "base_file": base.file,
+        "base_vectors": base.count,
+        "connectivity": base.connectivity,
+        "expansion_add": base.expansion_add,
+        "usearch_version": base.usearch_version,
+        "builder_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        **file_sizes(folder),
+    }
+    build_record(folder).write_text(json.dumps(facts, indent=2) + "\n")
+    return facts
+
+
+def _create(folder: Path, spec: SyntheticSpec, *, model, threads: int) -> Catalog:
+    if model is None:
+        return Catalog.create(folder, model_id=MODEL_ID, dim=spec.dim, vector_dtype=spec.vector_dtype, threads=threads)
+    from snapmatch.sdk.product_search import ProductSearch
+
+    search = ProductSearch.create(folder, model=model, vector_dtype=spec.vector_dtype, threads=threads)
+    if search.catalog.dim != spec.dim:
+        search.close()
+        raise ValueError(f"model {model} makes {search.catalog.dim}-d embeddings, the benchmark asks for {spec.dim}")
+    return search.catalog
+
+
+def _bulk_insert(folder: Path, spec: SyntheticSpec) -> None:
+    """Rows exactly as Catalog.add writes them, many products per transaction."""
+    conn = sqlite3.connect(folder / store.DATABASE, isolation_level=None, timeout=30)
+    try:
+        conn.execute("PRAGMA synchronous=NORMAL")  # one fsync per chunk is plenty for a benchmark
+        now = time.time()
+        for ids, owner, vectors in clustered_chunks(spec):
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(
+                "INSERT INTO products (id, name, created) VALUES (?, ?, ?)",
+                ((pid, f"Product {pid}", now) for pid in ids),
+            )
+            conn.executemany(
+                "INSERT INTO images (product_id, source, vector) VALUES (?, '', ?)",
+                ((product_id(int(o)), v.tobytes()) for o, v in zip(owner, vectors)),
+            )
+            conn.execute("COMMIT")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the database file holds everything, as on a device
+    finally:
+        conn.close()
+
+
+def build_record(folder: str | os.PathLike) -> Path:
+    """Where `build` leaves its facts: beside the catalog folder, not inside it."""
+    folder = Path(folder)
+    return folder.with_name(folder.name + ".build.json")
+
+
+def load_build(folder: str | os.PathLike, spec: SyntheticSpec) -> dict | None:
+    """The facts of an earlier build of exactly `spec` in `folder`, or None."""
+    record = build_record(folder)
+    try:
+        facts = json.loads(record.read_text())
+        manifest = read_manifest(folder)
+    except (OSError, ValueError, SnapmatchError):
+        return None
+    if facts.get("spec") != asdict(spec) or manifest.base is None or manifest.base.file != facts.get("base_file"):
+        return None
+    return {**facts, **file_sizes(folder)}
+
+
+def file_sizes(folder: str | os.PathLike) -> dict:
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    sqlite_bytes = sum(
+        (folder / name).stat().st_size
+        for name in (store.DATABASE, store.DATABASE + "-wal", store.DATABASE + "-shm")
+        if (folder / name).exists()
+    )
+    return {
+        "base_bytes": (folder / manifest.base.file).stat().st_size if manifest.base else 0,
+        "sqlite_bytes": sqlite_bytes,
+    }
+
+
+def sample_queries(folder: str | os.PathLike, spec: SyntheticSpec, count: int = 8) -> tuple[np.ndarray, list[str]]:
+    """`count` stored image vectors spread over the catalog, slightly perturbed, and their products."""
+    rng = np.random.default_rng([spec.seed, 1 << 29])
+    keys = np.unique(np.linspace(1, spec.size, count).astype(np.int64))
+    conn = sqlite3.connect(f"{(Path(folder).resolve() / store.DATABASE).as_uri()}?mode=ro", uri=True)
+    try:
+        rows = [conn.execute("SELECT product_id, vector FROM images WHERE key = ?", (int(k),)).fetchone() for k in keys]
+    finally:
+        conn.close()
+    vectors = np.stack([np.frombuffer(row[1], dtype=np.float32) for row in rows])
+    noise = 0.5 * IMAGE_SPREAD / math.sqrt(spec.dim) * rng.standard_normal(vectors.shape)
+    return _unit(vectors + noise), [row[0] for row in rows]

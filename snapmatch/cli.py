@@ -1,0 +1,85 @@
+"""The `snapmatch` command. Sub-commands live in snapmatch/commands/ and are imported only when run.
+
+Errors are turned into one line on stderr and a non-zero exit code here, in
+one place: 1 for a failure, 2 for a usage error (click), 3 for a bulk job that
+finished but skipped some inputs, 130 for Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+EXIT_FAILURE = 1
+EXIT_PARTIAL = 3
+
+# name -> (module:attribute, one-line help shown without importing the module)
+COMMANDS = {
+    "catalog": ("snapmatch.commands.catalog:catalog", "Create, fill, inspect, calibrate and repair catalogs."),
+    "search": ("snapmatch.commands.lookup:search", "The k best catalog products for each image."),
+    "identify": ("snapmatch.commands.lookup:identify", "Name the product in each image, or say it is unknown."),
+}
+
+
+class PartialSuccess(Exception):
+    """Raised by a command that finished but skipped some of its inputs (exit code 3)."""
+
+
+class CommandError(click.ClickException):
+    """One line on stderr and an exit code: how every snapmatch error reaches a CLI user."""
+
+    def __init__(self, message: str, *, exit_code: int = EXIT_FAILURE, prefix: str = "error") -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.prefix = prefix
+
+    def show(self, file=None) -> None:
+        click.echo(f"{self.prefix}: {self.message}", err=True, file=file)
+
+
+class LazyGroup(click.Group):
+    """A group whose sub-commands import their module (numpy, onnxruntime, ...) only when used."""
+
+    def invoke(self, ctx: click.Context):
+        from snapmatch.sdk.errors import SnapmatchError
+
+        try:
+            return super().invoke(ctx)
+        except PartialSuccess as exc:
+            raise CommandError(str(exc), exit_code=EXIT_PARTIAL, prefix="warning") from None
+        except (SnapmatchError, ValueError) as exc:
+            raise CommandError(str(exc)) from None
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, _, attribute = COMMANDS[name][0].partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, COMMANDS[name][1]) for name in self.list_commands(ctx)])
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="snapmatch")
+def cli() -> None:
+    """snapmatch: on-device visual product search.
+
+    \b
+    snapmatch catalog create my-catalog --model model.onnx
+    snapmatch catalog import my-catalog photos/        # one sub-folder per product
+    snapmatch identify my-catalog frame.jpg
+    """
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.main(args=argv, prog_name="snapmatch")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""Bulk import: many photos of many products, skipping (and naming) the ones that cannot be read.
+
+A source is either a list file of `path, product_id[, name]` lines (paths
+relative to the list file; `#` starts a comment) or a folder with one
+sub-folder of photos per product (the sub-folder's name is the product id).
+Each product is committed on its own, so a failure late in a long import
+loses nothing that came before it.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from snapmatch.sdk.errors import ImageError, ImportSourceError
+from snapmatch.sdk.product_search import ProductSearch
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+
+
+@dataclass(frozen=True)
+class ImportItem:
+    path: Path
+    product_id: str | None  # None: a photo of something not in the catalog (calibration only)
+    name: str = ""
+
+
+@dataclass
+class ImportReport:
+    products_added: list[str] = field(default_factory=list)
+    products_extended: list[str] = field(default_factory=list)
+    images_added: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
+
+    def to_dict(self) -> dict:
+        return {
+            "products_added": len(self.products_added),
+            "products_extended": len(self.products_extended),
+            "images_added": self.images_added,
+            "skipped": [{"path": path, "reason": reason} for path, reason in self.skipped],
+        }
+
+
+def read_source(source: str | os.PathLike, *, allow_unlabelled: bool = False) -> list[ImportItem]:
+    """The photos a list file or a folder of product sub-folders names, in order.
+
+    allow_unlabelled: an empty product id (or a `_unknown` sub-folder) means a
+    photo of a product that is not in the catalog, as calibration needs.
+    """
+    source = Path(source)
+    if source.is_dir():
+        return _read_folder(source, allow_unlabelled)
+    if source.is_file():
+        return _read_list(source, allow_unlabelled)
+    raise ImportSourceError(f"import source not found: {source}")
+
+
+def _read_folder(root: Path, allow_unlabelled: bool) -> list[ImportItem]:
+    items = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        product_id: str | None = folder.name
+        if folder.name == "_unknown":
+            if not allow_unlabelled:
+                continue
+            product_id = None
+        for path in sorted(folder.iterdir()):
+            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+                items.append(ImportItem(path, product_id))
+    if not items:
+        raise ImportSourceError(f"{root} holds no product sub-folders with images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return items
+
+
+def _read_list(list_file: Path, allow_unlabelled: bool) -> list[ImportItem]:
+    items = []
+    try:
+        text = list_file.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise ImportSourceError(f"{list_file} is not a UTF-8 text list of `path, product_id[, name]` lines") from None
+    for number, row in enumerate(csv.reader(text.splitlines(), skipinitialspace=True), start=1):
+        if not row or not row[0].strip() or row[0].lstrip().startswith("#"):
+            continue
+        if len(row) < 2 and not allow_unlabelled:
+            raise ImportSourceError(f"{list_file}:{number}: expected `path, product_id[, name]`, got {','.join(row)!r}")
+        path = Path(row[0].strip())
+        product_id = row[1].strip() if len(row) > 1 else ""
+        if not product_id and not allow_unlabelled:
+            raise ImportSourceError(f"{list_file}:{number}: empty product id")
+        name = ",".join(row[2:]).strip() if len(row) > 2 else ""
+        items.append(ImportItem(path if path.is_absolute() else list_file.parent / path, product_id or None, name))
+    if not items:
+        raise ImportSourceError(f"{list_file} lists no images")
+    return items
+
+
+def import_items(
+    search: ProductSearch,
+    items: Iterable[ImportItem],
+    *,
+    on_image: Callable[[ImportItem], None] | None = None,
+) -> ImportReport:
+    """Add every readable photo to its product (creating products as needed); name the ones skipped."""
+    report = ImportReport()
+    by_product: dict[str, list[ImportItem]] = {}
+    for item in items:
+        if item.product_id is None:
+            raise ImportSourceError(f"{item.path}: an import needs a product id for every photo")
+        by_product.setdefault(item.product_id, []).append(item)
+    known = {product.id for product in search.products()}
+    embedder = search.embedder
+    for product_id, product_items in by_product.items():
+        inputs, sources = [], []
+        for item in product_items:
+            try:
+                inputs.append(embedder.preprocess(item.path))
+                sources.append(str(item.path))
+            except ImageError as exc:
+                report.skipped.append((str(item.path), str(exc)))
+            if on_image is not None:
+                on_image(item)
+        if not inputs:
+            continue
+        vectors = np.concatenate(
+            [embedder.embed_batch(np.stack(inputs[i:i + embedder.batch_size])) for i in range(0, len(inputs), embedder.batch_size)]
+        )
+        name = next((item.name for item in product_items if item.name), None)
+        exists = product_id in known
+        search.catalog.add(product_id, vectors, name=name, sources=sources, new_product=not exists)
+        (report.products_extended if exists else report.products_added).append(product_id)
+        known.add(product_id)
+        report.images_added += len(vectors)
+    return report

@@ -1,0 +1,43 @@
+"""The runtime (what a kiosk installs) never imports torch or onnx."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+
+def test_whole_runtime_runs_without_importing_torch_or_onnx(tmp_path, model_path):
+    # A fresh interpreter that makes torch and onnx unimportable, then uses every runtime path.
+    script = textwrap.dedent(
+        f"""
+        import sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split('.')[0] in ('torch', 'onnx', 'pytorch_metric_learning'):
+                    raise ImportError('blocked: ' + name)
+        sys.meta_path.insert(0, Block())
+        import numpy as np
+        import snapmatch
+        from snapmatch.cli import main
+        rng = np.random.default_rng(0)
+        photo = rng.integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
+        with snapmatch.ProductSearch.create({str(tmp_path / 'cat')!r}, model={str(model_path)!r}) as search:
+            search.add_product('a', [photo])
+            assert search.identify(photo).product_id == 'a'
+            search.remove_product('a')
+            search.add_product('b', [photo])
+            search.compact()
+            search.calibrate([(photo, 'b')], target_precision=0.5)
+        with snapmatch.ProductSearch.open({str(tmp_path / 'cat')!r}, readonly=True) as search:
+            assert search.search(photo, k=1)[0].product_id == 'b'
+        from snapmatch.sdk.verify import verify_catalog
+        assert verify_catalog({str(tmp_path / 'cat')!r}).ok
+        loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx'))
+        assert not loaded, loaded
+        print('ok')
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
