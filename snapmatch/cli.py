@@ -19,6 +19,10 @@ COMMANDS = {
     "catalog": ("snapmatch.commands.catalog:catalog", "Create, fill, inspect, calibrate and repair catalogs."),
     "search": ("snapmatch.commands.lookup:search", "The k best catalog products for each image."),
     "identify": ("snapmatch.commands.lookup:identify", "Name the product in each image, or say it is unknown."),
+    "demo": ("snapmatch.commands.demo:demo", "Build a catalog from bundled photos and look products up."),
+    "train": ("snapmatch.commands.train:train", "Fine-tune the embedding network (needs snapmatch[train])."),
+    "evaluate": ("snapmatch.commands.train:evaluate", "Measure retrieval accuracy through the runtime."),
+    "export": ("snapmatch.commands.export:export", "Export a checkpoint to ONNX, int8, parity report (needs snapmatch[train])."),
 }
 
 

@@ -10,6 +10,8 @@ the open, and the latency of the first and second search after it.
 Modes, each repeated `repeats` times (median and max reported):
 
 - usearch_view: `Index.restore(base, view=True)` alone, the floor under the rest;
+- usearch_view_nokeys: the same with enable_key_lookups=False (usearch then
+  skips building its key -> slot hash table; search still returns keys);
 - readonly: `Catalog.open(folder, readonly=True)`;
 - writer: `Catalog.open(folder)` (writer lock, crash recovery, then the same);
 - product_search: `ProductSearch.open(folder, readonly=True)`, only with a
@@ -44,7 +46,7 @@ from snapmatch.sdk import store
 from snapmatch.sdk.manifest import MANIFEST, read_manifest
 
 MODULE = "snapmatch.benchmarks.open_time"
-MODES = ("usearch_view", "readonly", "writer", "product_search", "readonly_evicted")
+MODES = ("usearch_view", "usearch_view_nokeys", "readonly", "writer", "product_search", "readonly_evicted")
 RESULT_FILE = "open_time.json"
 CHILD_TIMEOUT_S = 900
 
@@ -62,6 +64,7 @@ def run(
     seed: int = 0,
     insert: str = "bulk",
     model: str | os.PathLike | None = None,
+    modes: Sequence[str] | None = None,
     evict: bool = True,
     reuse: bool = False,
     keep: bool = True,
@@ -70,6 +73,7 @@ def run(
 ) -> list[dict]:
     """Build a catalog of each size under `folder` (a temporary folder when None) and time opening it.
 
+    modes: which of MODES to time (default: all; product_search needs a model).
     reuse: keep an earlier build of the same settings found in `folder`.
     keep: leave the catalogs in `folder` afterwards (always removed for a temporary folder).
     """
@@ -80,29 +84,36 @@ def run(
         with tempfile.TemporaryDirectory(prefix="snapmatch-open-time-") as tmp:
             return run(sizes, dim, tmp, repeats, vector_dtype=vector_dtype, expansion_add=expansion_add,
                        images_per_product=images_per_product, clusters=clusters, seed=seed, insert=insert,
-                       model=model, evict=evict, reuse=False, keep=False, threads=threads, log=log)
+                       model=model, modes=modes, evict=evict, reuse=False, keep=False, threads=threads, log=log)
     folder = Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    modes = [m for m in MODES if (m != "product_search" or model is not None) and (m != "readonly_evicted" or evict)]
+    if modes is None:
+        skip = {"product_search"} if model is None else set()
+        modes = [m for m in MODES if m not in skip | (set() if evict else {"readonly_evicted"})]
+    unknown = set(modes) - set(MODES)
+    if unknown:
+        raise ValueError(f"unknown modes {sorted(unknown)}: choose from {MODES}")
+    if "product_search" in modes and model is None:
+        raise ValueError("the product_search mode needs a model")
     results = []
     for size in sizes:
         spec = SyntheticSpec(size=int(size), dim=dim, images_per_product=images_per_product, clusters=clusters,
                              seed=seed, vector_dtype=vector_dtype, expansion_add=expansion_add, insert=insert)
         catalog = folder / spec.name
-        facts = load_build(catalog, spec) if reuse else None
+        facts = load_build(catalog, spec, model=model) if reuse else None
         reused = facts is not None
         if reused:
             log(f"{spec.name}: reusing the catalog built earlier in {catalog}")
         else:
             shutil.rmtree(catalog, ignore_errors=True)
             facts = build(catalog, spec, model=model, threads=threads, log=log)
-        queries, expected = sample_queries(catalog, spec)
+        queries, expected, keys = sample_queries(catalog, spec)
         queries_path = folder / f"{spec.name}.queries.npy"
         np.save(queries_path, queries)
         opens = {}
         for mode in modes:
             log(f"{spec.name}: timing {mode} x{repeats}")
-            opens[mode] = _measure(mode, catalog, queries_path, expected, repeats, threads=threads)
+            opens[mode] = _measure(mode, catalog, queries_path, expected, keys, repeats, threads=threads)
         results.append({
             "size": spec.size,
             "dim": dim,
@@ -132,11 +143,13 @@ def ratios(results: list[dict]) -> dict:
 # --- one measurement: fresh processes ---------------------------------------------------
 
 
-def _measure(mode: str, catalog: Path, queries: Path, expected: list[str], repeats: int, *, threads: int) -> dict:
+def _measure(
+    mode: str, catalog: Path, queries: Path, expected: list[str], keys: list[int], repeats: int, *, threads: int
+) -> dict:
     base = catalog / read_manifest(catalog).base.file
     files = [base, catalog / MANIFEST] + [catalog / (store.DATABASE + s) for s in ("", "-wal", "-shm")]
     request = json.dumps({"mode": mode, "folder": str(catalog), "base": str(base), "queries": str(queries),
-                          "expected": expected, "threads": threads})
+                          "expected": expected, "keys": keys, "threads": threads})
     runs = []
     for _ in range(repeats):
         if mode.endswith("_evicted"):
@@ -183,19 +196,16 @@ def _delta(after: float | None, before: float | None) -> float | None:
 
 def _child(request: dict) -> dict:
     """Runs in the fresh process: everything imported first, then only the open is timed."""
-    from usearch.index import Index
-
+    from snapmatch.sdk._usearch import Index  # imports onnxruntime first (see that module)
     from snapmatch.sdk.catalog import Catalog
     from snapmatch.sdk.product_search import ProductSearch
 
     mode = request["mode"]
-    if mode == "product_search":
-        import onnxruntime  # noqa: F401  (its import is not part of opening)
     queries = np.load(request["queries"])
     before = _memory()
     start = time.perf_counter()
-    if mode == "usearch_view":
-        opened = Index.restore(request["base"], view=True)
+    if mode.startswith("usearch_view"):
+        opened = Index.restore(request["base"], view=True, enable_key_lookups=mode != "usearch_view_nokeys")
     elif mode == "product_search":
         opened = ProductSearch.open(request["folder"], readonly=True, threads=request["threads"])
     else:
@@ -203,9 +213,9 @@ def _child(request: dict) -> dict:
     open_ms = 1e3 * (time.perf_counter() - start)
     after_open = _memory()
 
-    if mode == "usearch_view":
+    if mode.startswith("usearch_view"):
         def search(q, k):
-            return opened.search(q, k)
+            return opened.search(q, k, threads=request["threads"])
     else:
         catalog = opened.catalog if mode == "product_search" else opened
 
@@ -216,13 +226,13 @@ def _child(request: dict) -> dict:
         start = time.perf_counter()
         search(queries[:1], 5)
         times.append(1e3 * (time.perf_counter() - start))
-    correct = None
-    if mode != "usearch_view":
-        found = search(queries, 1)
+    found = search(queries, 1)
+    if mode.startswith("usearch_view"):  # the source image itself is the nearest neighbour
+        correct = [int(k) for k in np.asarray(found.keys).reshape(-1)] == request["keys"]
+    else:
         correct = all(bool(m) and m[0].product_id == want for m, want in zip(found, request["expected"]))
-    after_search = _memory()
-    if mode != "usearch_view":
         opened.close()
+    after_search = _memory()
     return {"open_ms": open_ms, "first_search_ms": times[0], "second_search_ms": times[1], "top1_correct": correct,
             "before": before, "after_open": after_open, "after_search": after_search}
 
@@ -246,7 +256,7 @@ def _memory() -> dict:
 
 
 def environment() -> dict:
-    import usearch
+    from snapmatch.sdk._usearch import usearch
 
     memory = None
     try:
@@ -262,6 +272,7 @@ def environment() -> dict:
         "usearch": usearch.__version__,
         "numpy": np.__version__,
         "sqlite": sqlite3.sqlite_version,
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
 
 
@@ -279,19 +290,20 @@ def format_table(results: list[dict]) -> str:
         )
     lines.append("")
     lines.append(
-        f"{'vectors':>9} {'mode':<17} {'open ms med':>11} {'max':>8} {'RSS before':>10} {'after open':>10} "
+        f"{'vectors':>9} {'mode':<19} {'open ms med':>11} {'max':>8} {'RSS before':>10} {'after open':>10} "
         f"{'anon +':>7} {'file +':>7} {'1st search ms':>13} {'2nd':>6} {'cached':>6} {'top1':>5}"
     )
     for r in results:
         for mode, m in r["open"].items():
             anon = _delta(m["after_open_anon_mb"], m["before_anon_mb"])
             file = _delta(m["after_open_file_mb"], m["before_file_mb"])
-            cached = m["base_resident_before"]
+            cached = "-" if m["base_resident_before"] is None else f"{m['base_resident_before']:.0%}"
+            top1 = "-" if m["top1_correct"] is None else str(m["top1_correct"])
             lines.append(
-                f"{r['size']:>9} {mode:<17} {m['open_ms']['median']:>11.2f} {m['open_ms']['max']:>8.2f} "
+                f"{r['size']:>9} {mode:<19} {m['open_ms']['median']:>11.2f} {m['open_ms']['max']:>8.2f} "
                 f"{_mb(m['before_rss_mb']):>10} {_mb(m['after_open_rss_mb']):>10} {_mb(anon):>7} {_mb(file):>7} "
                 f"{m['first_search_ms']['median']:>13.2f} {m['second_search_ms']['median']:>6.2f} "
-                f"{'-' if cached is None else f'{cached:.0%}':>6} {'-' if m['top1_correct'] is None else m['top1_correct']!s:>5}"
+                f"{cached:>6} {top1:>5}"
             )
     found = ratios(results)
     if found:
@@ -336,7 +348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--clusters", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--insert", default="bulk", choices=("bulk", "api"))
-    parser.add_argument("--model", type=Path, help="an ONNX model of embedding size --dim: also time ProductSearch.open")
+    parser.add_argument("--model", type=Path, help="ONNX model of embedding size --dim: also time ProductSearch.open")
+    parser.add_argument("--modes", help=f"comma-separated subset of {','.join(MODES)} (default: all that apply)")
     parser.add_argument("--no-evict", action="store_true", help="skip the page-cache-evicted mode")
     parser.add_argument("--reuse", action="store_true", help="reuse catalogs of the same settings built earlier")
     parser.add_argument("--clean", action="store_true", help="delete the catalogs afterwards")
@@ -348,17 +361,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     def log(message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
-    started = time.time()
+    started, env = time.time(), environment()
     results = run(sizes, args.dim, args.folder or args.out / "catalogs", args.repeats, vector_dtype=args.vector_dtype,
                   expansion_add=args.expansion_add, images_per_product=args.images_per_product,
                   clusters=args.clusters, seed=args.seed, insert=args.insert, model=args.model,
+                  modes=args.modes.split(",") if args.modes else None,
                   evict=not args.no_evict, reuse=args.reuse, keep=not args.clean, threads=args.threads, log=log)
     report = {
         "benchmark": "open_time",
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "seconds": time.time() - started,
         "command": " ".join([f"python -m {MODULE}", *argv]),
-        "environment": environment(),
+        "environment": env,
+        "load_average_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "results": results,
         "ratios": ratios(results),
         "notes": [

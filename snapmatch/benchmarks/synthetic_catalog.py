@@ -148,6 +148,7 @@ def build(folder: str | os.PathLike, spec: SyntheticSpec, *, model: str | os.Pat
         )
     facts = {
         "spec": asdict(spec),
+        "model": str(Path(model).resolve()) if model is not None else None,
         "insert_s": insert_s,
         "base_build_s": base_build_s,
         "total_s": time.perf_counter() - started,
@@ -203,15 +204,22 @@ def build_record(folder: str | os.PathLike) -> Path:
     return folder.with_name(folder.name + ".build.json")
 
 
-def load_build(folder: str | os.PathLike, spec: SyntheticSpec) -> dict | None:
-    """The facts of an earlier build of exactly `spec` in `folder`, or None."""
+def load_build(
+    folder: str | os.PathLike, spec: SyntheticSpec, *, model: str | os.PathLike | None = None
+) -> dict | None:
+    """The facts of an earlier build of exactly `spec` (and `model`) in `folder`, or None."""
     record = build_record(folder)
     try:
         facts = json.loads(record.read_text())
         manifest = read_manifest(folder)
     except (OSError, ValueError, SnapmatchError):
         return None
-    if facts.get("spec") != asdict(spec) or manifest.base is None or manifest.base.file != facts.get("base_file"):
+    if (
+        facts.get("spec") != asdict(spec)
+        or facts.get("model") != (str(Path(model).resolve()) if model is not None else None)
+        or manifest.base is None
+        or manifest.base.file != facts.get("base_file")
+    ):
         return None
     return {**facts, **file_sizes(folder)}
 
@@ -230,8 +238,10 @@ def file_sizes(folder: str | os.PathLike) -> dict:
     }
 
 
-def sample_queries(folder: str | os.PathLike, spec: SyntheticSpec, count: int = 8) -> tuple[np.ndarray, list[str]]:
-    """`count` stored image vectors spread over the catalog, slightly perturbed, and their products."""
+def sample_queries(
+    folder: str | os.PathLike, spec: SyntheticSpec, count: int = 8
+) -> tuple[np.ndarray, list[str], list[int]]:
+    """`count` stored image vectors spread over the catalog, slightly perturbed; their products and keys."""
     rng = np.random.default_rng([spec.seed, 1 << 29])
     keys = np.unique(np.linspace(1, spec.size, count).astype(np.int64))
     conn = sqlite3.connect(f"{(Path(folder).resolve() / store.DATABASE).as_uri()}?mode=ro", uri=True)
@@ -241,4 +251,4 @@ def sample_queries(folder: str | os.PathLike, spec: SyntheticSpec, count: int = 
         conn.close()
     vectors = np.stack([np.frombuffer(row[1], dtype=np.float32) for row in rows])
     noise = 0.5 * IMAGE_SPREAD / math.sqrt(spec.dim) * rng.standard_normal(vectors.shape)
-    return _unit(vectors + noise), [row[0] for row in rows]
+    return _unit(vectors + noise), [row[0] for row in rows], [int(k) for k in keys]

@@ -17,7 +17,7 @@ def emit_json(payload) -> None:
     click.echo(json.dumps(payload, indent=2, sort_keys=False))
 
 
-def progress(total: int, description: str):
+def progress(total: int | None, description: str):
     """A progress bar on stderr (hidden when stderr is not a terminal)."""
     from tqdm import tqdm
 

@@ -23,6 +23,9 @@ from snapmatch.sdk.manifest import BaseInfo
 
 CONNECTIVITY = 16
 EXPANSION_ADD = 128
+# usearch 2.26's multi-threaded add can leave a few nodes that no search
+# reaches (unum-cloud/usearch#735): graphs are built on one thread.
+BUILD_THREADS = 1
 _SCALAR_NAMES = {"f32": "F32", "f16": "F16", "i8": "I8", "bf16": "BF16"}
 
 
@@ -32,13 +35,6 @@ def base_filename(generation: int) -> str:
 
 def new_index(dim: int, dtype: str, *, connectivity: int = CONNECTIVITY, expansion_add: int = EXPANSION_ADD) -> Index:
     return Index(ndim=dim, metric="cos", dtype=dtype, connectivity=connectivity, expansion_add=expansion_add)
-
-
-def build_index(keys: np.ndarray, vectors: np.ndarray, *, dim: int, dtype: str, threads: int = 0) -> Index:
-    index = new_index(dim, dtype)
-    if len(keys):
-        index.add(np.asarray(keys, dtype=np.uint64), np.asarray(vectors, dtype=np.float32), threads=threads)
-    return index
 
 
 def load_for_update(folder: Path, info: BaseInfo) -> Index:
@@ -90,6 +86,11 @@ def check_base(folder: Path, info: BaseInfo, *, dim: int, dtype: str) -> None:
     if meta is None:
         raise CatalogCorruptError(f"base index {path} has an unreadable header")
     expected_scalar = _SCALAR_NAMES.get(dtype, dtype.upper())
+    if getattr(meta.get("kind_metric"), "name", "") != "Cos" or getattr(meta.get("kind_key"), "name", "") != "U64":
+        raise CatalogCorruptError(
+            f"base index {path} header declares metric {meta.get('kind_metric')} and keys {meta.get('kind_key')}, "
+            "not cosine with 64-bit keys: the header is damaged; run `snapmatch catalog verify --repair`"
+        )
     if (
         meta.get("dimensions") != dim
         or meta.get("count_present") != info.count

@@ -21,7 +21,8 @@ def choose_threshold(scores: np.ndarray, correct: np.ndarray, target_precision: 
     correct = np.asarray(correct, dtype=bool)
     if len(scores) == 0:
         raise CalibrationError("no labelled photos to calibrate on")
-    order = np.argsort(-scores, kind="stable")
+    # Within a tie, wrong answers first: a cut is only valid after the whole tie anyway.
+    order = np.lexsort((correct, -scores))
     sorted_scores, sorted_correct = scores[order], correct[order]
     precision = np.cumsum(sorted_correct) / np.arange(1, len(scores) + 1)
     # Accepting "score >= t" accepts every photo tied at t: only the last of a run of ties is a valid cut.

@@ -9,6 +9,7 @@ any step leaves a catalog that answers as before or as after.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import threading
@@ -39,6 +40,18 @@ VECTOR_DTYPES = ("f32", "f16", "i8")
 NORM_TOLERANCE = 1e-2
 _BASE_FILE = re.compile(r"^base-\d{6}\.usearch$")
 _REBUILD_SHARE = 0.25  # rebuild the graph instead of patching it once this share of the base is tombstoned
+
+
+def _database_errors(method):
+    """Translate sqlite3 errors raised anywhere in a Catalog method into snapmatch errors."""
+
+    @functools.wraps(method)
+    def wrapper(first, *args, **kwargs):
+        folder = first.folder if isinstance(first, Catalog) else Path(args[0])
+        with store.translate_errors(folder):
+            return method(first, *args, **kwargs)
+
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -73,6 +86,7 @@ class Catalog:
     # --- opening -------------------------------------------------------------------
 
     @classmethod
+    @_database_errors
     def create(
         cls,
         folder: str | os.PathLike,
@@ -112,6 +126,7 @@ class Catalog:
         return cls.open(folder, threads=threads, exact_below=exact_below)
 
     @classmethod
+    @_database_errors
     def open(
         cls,
         folder: str | os.PathLike,
@@ -152,9 +167,16 @@ class Catalog:
     def _recover(self, manifest: Manifest) -> None:
         """Finish what a crash interrupted: stray temp files, orphan bases, applied tombstones."""
         current = manifest.base.file if manifest.base else None
+        if manifest.base is not None:
+            try:
+                base_index.check_base(self.folder, manifest.base, dim=manifest.dim, dtype=manifest.vector_dtype)
+            except CatalogCorruptError:
+                current = None  # keep every base file: one of them may be needed to recover by hand
+        sound = manifest.base is None or current is not None
         for entry in self.folder.iterdir():
             name = entry.name
-            if (name.startswith(".") and name.endswith(".tmp")) or (_BASE_FILE.match(name) and name != current):
+            stray_tmp = name.startswith(".") and name.endswith(".tmp")
+            if stray_tmp or (sound and _BASE_FILE.match(name) and name != current):
                 entry.unlink(missing_ok=True)
         with store.Transaction(self._write) as conn:
             store.retire_tombstones(conn, below_generation=manifest.generation)
@@ -202,6 +224,8 @@ class Catalog:
                     self._load_state()
                     return
                 self._manifest_ino = ino
+                if self._state.base is not None:
+                    self._state.base.expansion_search = manifest.expansion_search
                 self._state = _State(manifest, self._state.base, self._state.delta, self._state.tombstones)
             self._seen_version = version
             keys, vectors = store.rows_after(self._read, self._max_seen, self._state.manifest.dim)
@@ -231,6 +255,7 @@ class Catalog:
         self._refresh()
         return self._state.manifest.threshold
 
+    @_database_errors
     def stats(self) -> dict:
         """Counts that `snapmatch catalog info` shows."""
         self._check_open()
@@ -249,6 +274,7 @@ class Catalog:
 
     # --- writing -------------------------------------------------------------------
 
+    @_database_errors
     def add(
         self,
         product_id: str,
@@ -284,6 +310,7 @@ class Catalog:
                 self.compact()
         return keys
 
+    @_database_errors
     def remove(self, product_id: str) -> int:
         """Remove a product and all its images; returns how many images went."""
         self._check_writable()
@@ -299,6 +326,7 @@ class Catalog:
             self._refresh()
         return removed
 
+    @_database_errors
     def update_manifest(self, **changes) -> None:
         """Durably change manifest settings (threshold, expansion_search, compact_at, ...)."""
         self._check_writable()
@@ -317,6 +345,7 @@ class Catalog:
                 "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
             )
 
+    @_database_errors
     def compact(self, *, rebuild: bool = False) -> bool:
         """Merge the delta and tombstones into a new base; returns False when there was nothing to do.
 
@@ -339,7 +368,7 @@ class Catalog:
             if full:
                 index = base_index.new_index(manifest.dim, manifest.vector_dtype)
                 for keys, vectors in store.iter_rows_upto(self._write, high, manifest.dim):
-                    index.add(keys.astype(np.uint64), vectors, threads=self.threads)
+                    index.add(keys.astype(np.uint64), vectors, threads=base_index.BUILD_THREADS)
             else:
                 index = base_index.load_for_update(self.folder, old)
                 in_base = tombstones[tombstones <= old.max_key]
@@ -348,7 +377,7 @@ class Catalog:
                 keys, vectors = store.rows_after(self._write, old.max_key, manifest.dim)
                 keys, vectors = keys[keys <= high], vectors[keys <= high]
                 if len(keys):
-                    index.add(keys.astype(np.uint64), vectors, threads=self.threads)
+                    index.add(keys.astype(np.uint64), vectors, threads=base_index.BUILD_THREADS)
             generation = manifest.generation + 1
             info: BaseInfo | None = None
             if len(index):
@@ -370,6 +399,7 @@ class Catalog:
 
     # --- reading -------------------------------------------------------------------
 
+    @_database_errors
     def search(self, vectors: np.ndarray, k: int = 5) -> list[list[Match]]:
         """Per query vector, up to k products, best first (each with its best image)."""
         self._check_open()
@@ -385,6 +415,12 @@ class Catalog:
         while pending:
             base_keys, base_scores = self._search_base(state, queries[pending], fetch, base_count)
             delta_keys, delta_scores = state.delta.search(queries[pending], fetch)
+            # Below the last score of a list that was cut off, an unseen vector
+            # could outrank what was seen: only what is above every such cutoff is final.
+            cutoff = np.full(len(pending), -np.inf, dtype=np.float32)
+            for part, total in ((base_scores, base_count), (delta_scores, len(state.delta))):
+                if part.shape[1] and total > part.shape[1]:
+                    cutoff = np.maximum(cutoff, part[:, -1])
             keys = np.concatenate([base_keys, delta_keys], axis=1)
             scores = np.concatenate([base_scores, delta_scores], axis=1)
             with self._read_mutex:
@@ -392,7 +428,8 @@ class Catalog:
             exhausted = fetch >= base_count and fetch >= len(state.delta)
             still = []
             for row, query in enumerate(pending):
-                matches = _group_by_product(keys[row], scores[row], rows, k)
+                final = np.where(scores[row] >= cutoff[row], scores[row], -np.inf)
+                matches = _group_by_product(keys[row], final, rows, k)
                 if len(matches) >= k or exhausted:
                     results[query] = matches
                 else:
@@ -415,6 +452,7 @@ class Catalog:
         scores = np.where(valid & np.isfinite(scores), scores, -np.inf)
         return keys, scores
 
+    @_database_errors
     def products(self) -> list[Product]:
         self._check_open()
         with self._read_mutex:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from snapmatch.sdk.fsutil import atomic_write_bytes
 FORMAT = "snapmatch-catalog"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+_BASE_NAME = re.compile(r"^base-\d{6}\.usearch$")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 
 
 @dataclass(frozen=True)
@@ -80,11 +83,48 @@ def read_manifest(folder: str | Path) -> Manifest:
         manifest = Manifest(**{k: v for k, v in raw.items() if k in known})
         if base is not None:
             manifest = manifest.replace(base=BaseInfo(**base))
-        if not isinstance(manifest.dim, int) or manifest.dim <= 0 or not manifest.model_id:
-            raise ValueError("dim and model_id are required")
+        _validate(manifest)
     except (TypeError, ValueError) as exc:
         raise CatalogCorruptError(f"{path} has missing or malformed fields ({exc})") from None
     return manifest
+
+
+def _validate(manifest: Manifest) -> None:
+    """Every field of the right type and range: a damaged manifest must not open as a wrong catalog."""
+
+    def is_int(value, low=0):
+        return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+    checks = {
+        "model_id": isinstance(manifest.model_id, str) and bool(manifest.model_id),
+        "dim": is_int(manifest.dim, 1),
+        "metric": manifest.metric == "cos",
+        "vector_dtype": manifest.vector_dtype in ("f32", "f16", "i8"),
+        "expansion_search": is_int(manifest.expansion_search, 1),
+        "threshold": isinstance(manifest.threshold, (int, float)) and not isinstance(manifest.threshold, bool)
+        and -1.0 <= manifest.threshold <= 1.0 or manifest.threshold == float("inf"),
+        "threshold_source": isinstance(manifest.threshold_source, str),
+        "compact_at": is_int(manifest.compact_at, 1),
+        "model_file": isinstance(manifest.model_file, str) and _SAFE_NAME.match(manifest.model_file) is not None,
+        "generation": is_int(manifest.generation),
+        "extra": isinstance(manifest.extra, dict),
+    }
+    base = manifest.base
+    if base is not None:
+        checks.update({
+            "base.generation": is_int(base.generation, 1) and base.generation == manifest.generation,
+            "base.file": isinstance(base.file, str) and _BASE_NAME.match(base.file) is not None,
+            "base.count": is_int(base.count, 1),
+            "base.max_key": is_int(base.max_key, 1),
+            "base.size": is_int(base.size, 1),
+            "base.sha256": isinstance(base.sha256, str) and len(base.sha256) == 64,
+            "base.usearch_version": isinstance(base.usearch_version, str),
+            "base.connectivity": is_int(base.connectivity, 1),
+            "base.expansion_add": is_int(base.expansion_add, 1),
+        })
+    bad = [name for name, ok in checks.items() if not ok]
+    if bad:
+        raise ValueError("bad " + ", ".join(bad))
 
 
 def write_manifest(folder: str | Path, manifest: Manifest) -> None:

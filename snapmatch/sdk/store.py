@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 
-from snapmatch.sdk.errors import CatalogCorruptError, CatalogNotFoundError
+from snapmatch.sdk.errors import CatalogCorruptError, CatalogError, CatalogNotFoundError
 
 DATABASE = "catalog.sqlite"
 SCHEMA_VERSION = 1
@@ -73,6 +74,19 @@ def connect(folder: Path, *, readonly: bool, create: bool = False) -> sqlite3.Co
     if version is None or int(version[0]) > SCHEMA_VERSION:
         raise CatalogCorruptError(f"{path} has an unknown schema version")
     return conn
+
+
+@contextmanager
+def translate_errors(folder: Path):
+    """sqlite3's errors as snapmatch's: a damaged page is CatalogCorruptError, anything else CatalogError."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        raise CatalogError(f"catalog database {folder / DATABASE}: {exc}") from None
+    except sqlite3.DatabaseError as exc:
+        raise CatalogCorruptError(
+            f"catalog database {folder / DATABASE} is damaged ({exc}); restore it from a backup"
+        ) from None
 
 
 class Transaction:

@@ -1,0 +1,161 @@
+"""Does the int8 model still retrieve what the fp32 model retrieves? Measured through the runtime.
+
+Both models are loaded with `snapmatch.sdk.embedder.Embedder` (the code path a
+kiosk runs); each photo is decoded and resized once and fed to both. Retrieval
+is exact cosine nearest neighbour (brute force, the reference any index is
+checked against).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Hashable, Sequence
+
+import numpy as np
+
+from snapmatch.sdk.embedder import Embedder
+from snapmatch.sdk.preprocess import preprocess
+
+LabelledImage = tuple[str | os.PathLike, Hashable]
+WARMUP_RUNS = 10
+
+
+def parity_report(
+    fp32_path: str | os.PathLike,
+    int8_path: str | os.PathLike,
+    *,
+    gallery: Sequence[LabelledImage],
+    queries: Sequence[LabelledImage],
+    threads: int = 1,
+    latency_runs: int = 50,
+) -> dict:
+    """Retrieval quality, agreement, latency and size of an fp32 model and its int8 version.
+
+    Recall@k and MAP@R are of `queries` searched against `gallery` by label;
+    latency is the median inference time of one preprocessed image at `threads`
+    threads, both models timed alternately in the same run.
+    """
+    if not gallery or not queries:
+        raise ValueError("parity_report needs a non-empty gallery and query set")
+    models = {"fp32": Embedder(fp32_path, threads=threads), "int8": Embedder(int8_path, threads=threads)}
+    if models["fp32"].spec.input != models["int8"].spec.input:
+        raise ValueError("the two models declare different input specs; they are not an fp32/int8 pair")
+    spec = models["fp32"].spec.input
+    gallery_inputs = np.stack([preprocess(path, spec) for path, _ in gallery])
+    query_inputs = np.stack([preprocess(path, spec) for path, _ in queries])
+    _, labels = np.unique(np.array([str(label) for _, label in [*gallery, *queries]]), return_inverse=True)
+    gallery_labels, query_labels = labels[: len(gallery)], labels[len(gallery):]
+
+    embeddings, neighbours, report = {}, {}, {}
+    for name, embedder in models.items():
+        g = _embed(embedder, gallery_inputs)
+        q = _embed(embedder, query_inputs)
+        embeddings[name] = np.concatenate([g, q])
+        order = _ranking(q, g, depth=max(5, int(np.bincount(gallery_labels).max())))
+        neighbours[name] = order[:, 0]
+        path = Path(embedder.path)
+        report[name] = {
+            "path": str(path),
+            "model_id": embedder.model_id,
+            "size_bytes": path.stat().st_size,
+            "recall_at_1": _recall_at(order, gallery_labels, query_labels, 1),
+            "recall_at_5": _recall_at(order, gallery_labels, query_labels, 5),
+            "map_at_r": _map_at_r(order, gallery_labels, query_labels),
+        }
+    cosines = np.sum(embeddings["fp32"] * embeddings["int8"], axis=1)
+    latency = _latency(models, query_inputs, runs=latency_runs)
+    for name in models:
+        report[name]["latency_ms_median"] = float(np.median(latency[name]))
+        report[name]["latency_ms_p95"] = float(np.percentile(latency[name], 95))
+    report.update(
+        top1_agreement=float(np.mean(neighbours["fp32"] == neighbours["int8"])),
+        cosine_mean=float(np.mean(cosines)),
+        cosine_min=float(np.min(cosines)),
+        gallery_size=len(gallery),
+        query_count=len(queries),
+        threads=threads,
+        latency_runs=latency_runs,
+    )
+    return report
+
+
+def _embed(embedder: Embedder, inputs: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    return np.concatenate([embedder.embed_batch(inputs[i:i + batch_size]) for i in range(0, len(inputs), batch_size)])
+
+
+def _ranking(queries: np.ndarray, gallery: np.ndarray, *, depth: int, chunk: int = 512) -> np.ndarray:
+    """Gallery indices of each query's `depth` nearest neighbours by cosine, nearest first."""
+    depth = min(depth, len(gallery))
+    rows = []
+    for start in range(0, len(queries), chunk):
+        scores = queries[start:start + chunk] @ gallery.T
+        top = np.argpartition(-scores, depth - 1, axis=1)[:, :depth]
+        top_scores = np.take_along_axis(scores, top, axis=1)
+        # Stable order on equal scores: the lower gallery index first.
+        rows.append(np.take_along_axis(top, np.lexsort((top, -top_scores), axis=1), axis=1))
+    return np.concatenate(rows)
+
+
+def _recall_at(order: np.ndarray, gallery_labels: np.ndarray, query_labels: np.ndarray, k: int) -> float:
+    hits = gallery_labels[order[:, :k]] == query_labels[:, None]
+    return float(np.mean(hits.any(axis=1)))
+
+
+def _map_at_r(order: np.ndarray, gallery_labels: np.ndarray, query_labels: np.ndarray) -> float:
+    """MAP@R (Musgrave et al., "A Metric Learning Reality Check"): R = gallery images of the query's label."""
+    counts = np.bincount(gallery_labels, minlength=int(query_labels.max()) + 1)
+    scores = []
+    for row, label in zip(order, query_labels):
+        r = int(counts[label])
+        if r == 0:
+            scores.append(0.0)
+            continue
+        relevant = gallery_labels[row[:r]] == label
+        precision = np.cumsum(relevant) / np.arange(1, r + 1)
+        scores.append(float(np.sum(precision * relevant) / r))
+    return float(np.mean(scores))
+
+
+def _latency(models: dict[str, Embedder], inputs: np.ndarray, *, runs: int) -> dict[str, list[float]]:
+    """Milliseconds per single-image inference; the models alternate so load drifts hit both alike."""
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for i in range(WARMUP_RUNS + runs):
+        image = inputs[i % len(inputs)][None]
+        for name, embedder in models.items():
+            start = time.perf_counter()
+            embedder.embed_batch(image)
+            elapsed = (time.perf_counter() - start) * 1000.0
+            if i >= WARMUP_RUNS:
+                times[name].append(elapsed)
+    return times
+
+
+def format_report(report: dict) -> str:
+    """The parity report as a markdown table (fp32, int8 and their ratio or difference)."""
+    fp32, int8 = report["fp32"], report["int8"]
+    rows = [
+        ("Recall@1", "recall_at_1", "{:.3f}", "diff"),
+        ("Recall@5", "recall_at_5", "{:.3f}", "diff"),
+        ("MAP@R", "map_at_r", "{:.3f}", "diff"),
+        (f"latency median, {report['threads']} thread(s) (ms)", "latency_ms_median", "{:.2f}", "ratio"),
+        ("latency p95 (ms)", "latency_ms_p95", "{:.2f}", "ratio"),
+        ("file size (MB)", "size_bytes", "{:.2f}", "ratio"),
+    ]
+    lines = ["| metric | fp32 | int8 | int8 vs fp32 |", "| --- | --- | --- | --- |"]
+    for title, key, fmt, compare in rows:
+        a, b = fp32[key], int8[key]
+        if key == "size_bytes":
+            a, b = a / 1e6, b / 1e6
+        change = f"{b - a:+.3f}" if compare == "diff" else (f"{b / a:.2f}x" if a else "-")
+        lines.append(f"| {title} | {fmt.format(a)} | {fmt.format(b)} | {change} |")
+    lines.append(f"| top-1 neighbour agreement | | | {report['top1_agreement']:.3f} |")
+    lines.append(f"| cosine fp32·int8, mean (min) | | | {report['cosine_mean']:.4f} ({report['cosine_min']:.4f}) |")
+    lines.append("")
+    lines.append(
+        f"{report['query_count']} queries against a gallery of {report['gallery_size']}; "
+        f"latency: inference of one preprocessed image, median of {report['latency_runs']} runs after warm-up. "
+        f"Models: `{fp32['model_id']}` (fp32), `{int8['model_id']}` (int8)."
+    )
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Training: the embedding network, data, sampler, losses, loop and evaluation (extra: train)."""

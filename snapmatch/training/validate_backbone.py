@@ -1,0 +1,133 @@
+"""Check the MobileNetV3 port against the ImageNet-features baseline of `../shared/weights/README.md`.
+
+Embeds the grocery val photos (queries) and train photos (gallery) with
+pooled, L2-normalised ImageNet features, reports Recall@1/5 by fine label
+(nearest neighbour by cosine) for each backbone and padding, and times one
+224x224 image through each backbone on one thread.
+
+    python -m snapmatch.training.validate_backbone [--data DIR] [--weights DIR] [--threads 1] [--latency-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from snapmatch.sdk.model_spec import InputSpec
+from snapmatch.sdk.preprocess import preprocess
+from snapmatch.training.model import EmbeddingNet, ModelConfig, build_model
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+SPEC = InputSpec(224, 224, "center_crop", 0.875)  # shorter side 256, centre crop 224
+WEIGHT_FILES = {
+    "small": "mobilenet_v3_small-imagenet.pt",
+    "large_minimalistic": "mobilenet_v3_large_minimalistic-imagenet.pt",
+}
+# (name, config, README's Recall@1 / Recall@5)
+VARIANTS = [
+    ("small, TF padding", ModelConfig("small", "pooled"), (0.622, 0.848)),
+    ("small, symmetric padding", ModelConfig("small", "pooled", tf_padding=False), (0.585, 0.824)),
+    ("small, 1024-d pre-logits, TF padding", ModelConfig("small", "prelogits"), (0.645, 0.865)),
+    ("large-minimalistic, TF padding", ModelConfig("large_minimalistic", "pooled"), (0.595, 0.814)),
+    ("large-minimalistic, symmetric padding", ModelConfig("large_minimalistic", "pooled", tf_padding=False), None),
+]
+
+
+@dataclass(frozen=True)
+class Split:
+    paths: list[Path]
+    labels: np.ndarray  # fine labels
+
+
+def read_split(data_dir: Path, name: str) -> Split:
+    """`name`.txt: lines of `path, fine_label, coarse_label`, paths relative to data_dir."""
+    paths, labels = [], []
+    for line in (data_dir / f"{name}.txt").read_text().splitlines():
+        if line.strip():
+            path, fine, _coarse = (field.strip() for field in line.split(","))
+            paths.append(data_dir / path)
+            labels.append(int(fine))
+    return Split(paths, np.array(labels))
+
+
+@torch.no_grad()
+def embed(models: list[EmbeddingNet], paths: list[Path], batch_size: int = 32) -> list[np.ndarray]:
+    """Embeddings of `paths` by each model, decoding and resizing each batch once."""
+    outputs: list[list[np.ndarray]] = [[] for _ in models]
+    for start in range(0, len(paths), batch_size):
+        batch = torch.from_numpy(np.stack([preprocess(p, SPEC) for p in paths[start:start + batch_size]]))
+        for model, out in zip(models, outputs):
+            out.append(model(batch).numpy())
+    return [np.concatenate(out) for out in outputs]
+
+
+def recall_at_k(queries: np.ndarray, q_labels: np.ndarray, gallery: np.ndarray, g_labels: np.ndarray,
+                ks: tuple[int, ...] = (1, 5)) -> dict[int, float]:
+    """Share of queries with a same-label gallery item among their k nearest (cosine) neighbours."""
+    order = np.argsort(-(queries @ gallery.T), axis=1)[:, :max(ks)]
+    hits = g_labels[order] == q_labels[:, None]
+    return {k: float(hits[:, :k].any(axis=1).mean()) for k in ks}
+
+
+@torch.no_grad()
+def time_forward(model: EmbeddingNet, repeats: int = 50, warmup: int = 10) -> tuple[float, float, float]:
+    """Minimum, median and p95 milliseconds of one 224x224 image through `model`.
+
+    On a shared machine the minimum is the steadiest of the three.
+    """
+    image = torch.randint(0, 256, (1, 224, 224, 3), dtype=torch.uint8)
+    for _ in range(warmup):
+        model(image)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model(image)
+        times.append((time.perf_counter() - start) * 1000)
+    return min(times), statistics.median(times), float(np.percentile(times, 95))
+
+
+def check_recall(models: list[EmbeddingNet], data_dir: Path) -> None:
+    """Print each variant's Recall@1/5 of val photos against train photos beside the README's."""
+    val, train = read_split(data_dir, "val"), read_split(data_dir, "train")
+    start = time.perf_counter()
+    val_emb, train_emb = embed(models, val.paths), embed(models, train.paths)
+    print(f"embedded {len(val.paths)} val + {len(train.paths)} train photos with {len(models)} models "
+          f"in {time.perf_counter() - start:.0f} s\n")
+
+    print(f"{'features':40s} {'dim':>5s} {'R@1':>6s} {'R@5':>6s}   README R@1 / R@5")
+    for (name, _, readme), model, q, g in zip(VARIANTS, models, val_emb, train_emb):
+        r = recall_at_k(q, val.labels, g, train.labels)
+        ref = f"{readme[0]:.3f} / {readme[1]:.3f}" if readme else "-"
+        print(f"{name:40s} {model.embedding_dim:5d} {r[1]:6.3f} {r[5]:6.3f}   {ref}")
+    print()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=SHARED / "data" / "grocery")
+    parser.add_argument("--weights", type=Path, default=SHARED / "weights")
+    parser.add_argument("--threads", type=int, default=1, help="threads for embedding (latency always uses 1)")
+    parser.add_argument("--latency-only", action="store_true", help="skip the retrieval check")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    models = [build_model(cfg, args.weights / WEIGHT_FILES[cfg.backbone]) for _, cfg, _ in VARIANTS]
+    if not args.latency_only:
+        check_recall(models, args.data)
+
+    torch.set_num_threads(1)
+    print("forward latency, 1 image 224x224, 1 thread (PyTorch eager, includes uint8 preprocessing + L2 norm):")
+    for (name, cfg, _), model in zip(VARIANTS, models):
+        if cfg.head == "pooled":
+            best, median, p95 = time_forward(model)
+            print(f"  {name:40s} min {best:6.2f} ms   median {median:6.2f} ms   p95 {p95:6.2f} ms")
+
+
+if __name__ == "__main__":
+    main()
