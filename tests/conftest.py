@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# torch's default of one thread per core oversubscribes a busy 2-core CI box
+# (measured: 4x the wall time of one thread); set before torch is imported.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import cv2
 import numpy as np

@@ -50,8 +50,10 @@ class Conv2dSame(nn.Conv2d):
     """A Conv2d with TensorFlow's "SAME" padding: an explicit F.pad, then an unpadded convolution.
 
     The padding depends on the input's parity (even sizes get the extra pixel
-    bottom/right; odd ones are padded symmetrically). When exported with a
-    fixed height and width, the pad amounts become constants in the graph.
+    bottom/right; odd ones are padded symmetrically). In an ONNX export (at a
+    fixed height and width) it becomes one Conv node with asymmetric `pads`,
+    not a Pad node: ONNX Runtime runs that as fast as a symmetric Conv, and
+    quantization sees a plain Conv.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1):
@@ -60,9 +62,30 @@ class Conv2dSame(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         top, bottom = same_padding(int(x.shape[-2]), self.kernel_size[0], self.stride[0])
         left, right = same_padding(int(x.shape[-1]), self.kernel_size[1], self.stride[1])
-        if top or bottom or left or right:
-            x = F.pad(x, (left, right, top, bottom))
-        return super().forward(x)
+        if torch.onnx.is_in_onnx_export():
+            pads = (top, left, bottom, right)
+            return _AsymmetricConv.apply(x, self.weight, pads, self.kernel_size, self.stride, self.groups)
+        return F.conv2d(F.pad(x, (left, right, top, bottom)), self.weight, None, self.stride, 0, 1, self.groups)
+
+
+class _AsymmetricConv(torch.autograd.Function):
+    """conv2d of a zero-padded input, exported as one ONNX Conv with `pads` = (top, left, bottom, right).
+
+    Used only while exporting with the TorchScript exporter (which calls
+    `symbolic`); training never goes through it, so it needs no backward.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, pads, kernel, stride, groups):
+        top, left, bottom, right = pads
+        return F.conv2d(F.pad(x, (left, right, top, bottom)), weight, None, stride, 0, 1, groups)
+
+    @staticmethod
+    def symbolic(g, x, weight, pads, kernel, stride, groups):
+        return g.op(
+            "Conv", x, weight, kernel_shape_i=list(kernel), pads_i=list(pads), strides_i=list(stride), group_i=groups,
+            dilations_i=[1, 1],
+        )
 
 
 class Conv2dNormActivation(nn.Sequential):
@@ -212,7 +235,8 @@ class MobileNetV3(nn.Module):
         self.tf_padding = tf_padding
         first, last_in = blocks[0].input_channels, blocks[-1].out_channels
         self.out_channels = 6 * last_in  # what `features` gives: 576 (Small), 960 (Large)
-        layers: list[nn.Module] = [Conv2dNormActivation(3, first, 3, stride=2, activation=activation, tf_padding=tf_padding)]
+        stem = Conv2dNormActivation(3, first, 3, stride=2, activation=activation, tf_padding=tf_padding)
+        layers: list[nn.Module] = [stem]
         layers += [InvertedResidual(cnf, tf_padding=tf_padding) for cnf in blocks]
         layers.append(Conv2dNormActivation(last_in, self.out_channels, 1, activation=activation))
         self.features = nn.Sequential(*layers)
@@ -278,7 +302,8 @@ def load_pretrained(model: MobileNetV3, source: str | os.PathLike) -> MobileNetV
     if str(source) == "imagenet":
         url = TORCHVISION_URLS.get(model.arch)
         if url is None:
-            raise ValueError(f"torchvision publishes no ImageNet weights for {model.arch or 'this model'}; give a local file")
+            name = model.arch or "this model"
+            raise ValueError(f"torchvision publishes no ImageNet weights for {name}; give a local state-dict file")
         state_dict = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False, check_hash=True)
     else:
         state_dict = torch.load(os.fspath(source), map_location="cpu", weights_only=True)

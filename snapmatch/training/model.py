@@ -33,7 +33,7 @@ class ModelConfig:
     """What a checkpoint stores to rebuild its network."""
 
     backbone: str = "small"  # "small" (576 pooled features) or "large_minimalistic" (960)
-    head: str = "pooled"  # "pooled": no new layer; "linear": new Linear to dim; "prelogits": pretrained classifier.0 + act
+    head: str = "pooled"  # "pooled": no new layer; "linear": new Linear to dim; "prelogits": classifier.0 + activation
     dim: int | None = None  # embedding size: required by "linear"; with "prelogits" adds a Linear to dim
     tf_padding: bool = True  # TF "SAME" padding on stride-2 convs, as the pretrained weights were trained
     freeze_bn: bool = True  # keep the (folded) BatchNorm layers in eval mode with fixed parameters

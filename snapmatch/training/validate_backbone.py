@@ -3,7 +3,8 @@
 Embeds the grocery val photos (queries) and train photos (gallery) with
 pooled, L2-normalised ImageNet features, reports Recall@1/5 by fine label
 (nearest neighbour by cosine) for each backbone and padding, and times one
-224x224 image through each backbone on one thread.
+224x224 image through each backbone on one thread, in PyTorch and in ONNX
+Runtime. On a shared machine read the minimum: medians swing with the load.
 
     python -m snapmatch.training.validate_backbone [--data DIR] [--weights DIR] [--threads 1] [--latency-only]
 """
@@ -92,6 +93,32 @@ def time_forward(model: EmbeddingNet, repeats: int = 50, warmup: int = 10) -> tu
     return min(times), statistics.median(times), float(np.percentile(times, 95))
 
 
+def time_onnx(model: EmbeddingNet, repeats: int = 50, warmup: int = 10) -> tuple[float, float, float]:
+    """time_forward's numbers for `model` exported to ONNX and run by ONNX Runtime on one thread."""
+    import tempfile
+    import warnings
+
+    import onnxruntime as ort
+
+    image = np.random.default_rng(0).integers(0, 256, (1, 224, 224, 3), dtype=np.uint8)
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings
+        path = f"{tmp}/model.onnx"
+        torch.onnx.export(model, (torch.from_numpy(image),), path, input_names=["images"], opset_version=17,
+                          dynamo=False)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    for _ in range(warmup):
+        session.run(None, {"images": image})
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        session.run(None, {"images": image})
+        times.append((time.perf_counter() - start) * 1000)
+    return min(times), statistics.median(times), float(np.percentile(times, 95))
+
+
 def check_recall(models: list[EmbeddingNet], data_dir: Path) -> None:
     """Print each variant's Recall@1/5 of val photos against train photos beside the README's."""
     val, train = read_split(data_dir, "val"), read_split(data_dir, "train")
@@ -122,11 +149,12 @@ def main() -> None:
         check_recall(models, args.data)
 
     torch.set_num_threads(1)
-    print("forward latency, 1 image 224x224, 1 thread (PyTorch eager, includes uint8 preprocessing + L2 norm):")
+    print("forward latency in ms, 1 image 224x224, 1 thread (uint8 in, unit vector out): min / median / p95")
     for (name, cfg, _), model in zip(VARIANTS, models):
         if cfg.head == "pooled":
-            best, median, p95 = time_forward(model)
-            print(f"  {name:40s} min {best:6.2f} ms   median {median:6.2f} ms   p95 {p95:6.2f} ms")
+            eager, onnx = time_forward(model), time_onnx(model)
+            print(f"  {name:40s} PyTorch eager {eager[0]:6.2f} {eager[1]:6.2f} {eager[2]:6.2f}"
+                  f"   ONNX Runtime {onnx[0]:6.2f} {onnx[1]:6.2f} {onnx[2]:6.2f}")
 
 
 if __name__ == "__main__":

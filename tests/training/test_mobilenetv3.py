@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +97,25 @@ def test_conv2d_same_matches_an_explicitly_padded_convolution(kernel, size):
         square = x[..., :size]
         symmetric = F.conv2d(square, conv.weight, stride=2, padding=(kernel - 1) // 2, groups=4)
         torch.testing.assert_close(conv(square), symmetric)
+
+
+@pytest.mark.parametrize("size", [16, 17])
+def test_conv2d_same_exports_as_one_onnx_conv_with_asymmetric_pads(tmp_path, size):
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    conv = Conv2dSame(4, 8, 3, stride=2)
+    path = tmp_path / "conv.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarning: H and W become constants; the exporter's deprecation
+        torch.onnx.export(conv, (torch.randn(1, 4, size, size),), str(path), opset_version=17, dynamo=False)
+    (node,) = onnx.load(str(path)).graph.node
+    pads = next(list(a.ints) for a in node.attribute if a.name == "pads")
+    assert node.op_type == "Conv" and pads == ([0, 0, 1, 1] if size % 2 == 0 else [1, 1, 1, 1])
+    x = torch.randn(1, 4, size, size)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0], conv(x), atol=1e-5)
 
 
 @pytest.mark.parametrize("size", [64, 65, 97, 127])
