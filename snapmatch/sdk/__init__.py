@@ -1,6 +1,7 @@
 """The snapmatch runtime: numpy, onnxruntime, usearch, OpenCV and sqlite3. Never imports torch.
 
 Sub-modules load on first use, so `snapmatch.sdk.errors` stays cheap to import.
+(The preprocess function is `snapmatch.sdk.preprocess.preprocess`: the module has its name.)
 """
 
 import importlib
@@ -11,7 +12,6 @@ _LAZY = {
     "InputSpec": "snapmatch.sdk.model_spec",
     "ModelSpec": "snapmatch.sdk.model_spec",
     "decode": "snapmatch.sdk.preprocess",
-    "preprocess": "snapmatch.sdk.preprocess",
     "ProductSearch": "snapmatch.sdk.product_search",
     "Match": "snapmatch.sdk.types",
     "Product": "snapmatch.sdk.types",

@@ -27,9 +27,15 @@ class ImageHeader:
         return self.width * self.height
 
 
-def read_header(data: bytes | memoryview) -> ImageHeader:
-    """The format and size an encoded image declares; size None where the header does not say."""
-    data = bytes(data[:1 << 16]) if len(data) > 1 << 16 else bytes(data)
+def read_header(data: bytes | bytearray | memoryview) -> ImageHeader:
+    """The format and size an encoded image declares; size None where the header does not say.
+
+    Reads only what each format needs, but anywhere in the file: a JPEG's
+    frame header can sit behind large EXIF/ICC segments, and a TIFF's
+    directory is often written at the end.
+    """
+    if not isinstance(data, bytes):
+        data = bytes(data)
     try:
         if data.startswith(b"\xff\xd8"):
             return _jpeg(data)
@@ -39,12 +45,16 @@ def read_header(data: bytes | memoryview) -> ImageHeader:
             width, height = struct.unpack("<HH", data[6:10])
             return ImageHeader("gif", width, height, may_have_alpha=True)
         if data.startswith(b"BM") and len(data) >= 26:
-            width, height = struct.unpack("<ii", data[18:26])
+            (header_size,) = struct.unpack("<I", data[14:18])
+            if header_size == 12:  # OS/2 BITMAPCOREHEADER: 16-bit sizes
+                width, height = struct.unpack("<HH", data[18:22])
+            else:
+                width, height = struct.unpack("<ii", data[18:26])
             return ImageHeader("bmp", abs(width), abs(height), may_have_alpha=True)
         if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
             return _webp(data)
         if data[:4] in (b"II*\x00", b"MM\x00*"):
-            return ImageHeader("tiff", may_have_alpha=True)
+            return _tiff(data)
     except struct.error:
         pass
     return ImageHeader("unknown", may_have_alpha=True)
@@ -52,8 +62,9 @@ def read_header(data: bytes | memoryview) -> ImageHeader:
 
 def _png(data: bytes) -> ImageHeader:
     width, height, _depth, color_type = struct.unpack(">IIBB", data[16:26])
-    # Colour types 4 and 6 carry alpha; a tRNS chunk adds transparency to the others.
-    alpha = color_type in (4, 6) or b"tRNS" in data
+    # Colour types 4 and 6 carry alpha; a tRNS chunk (before the image data) adds transparency to the others.
+    first_data = data.find(b"IDAT")
+    alpha = color_type in (4, 6) or b"tRNS" in data[: first_data if first_data > 0 else len(data)]
     return ImageHeader("png", width, height, may_have_alpha=alpha)
 
 
@@ -76,6 +87,21 @@ def _jpeg(data: bytes) -> ImageHeader:
             return ImageHeader("jpeg", width, height)
         i += 2 + length
     return ImageHeader("jpeg")
+
+
+def _tiff(data: bytes) -> ImageHeader:
+    """Width and height tags (256, 257) of the first image directory."""
+    order = "<" if data[:2] == b"II" else ">"
+    (offset,) = struct.unpack(order + "I", data[4:8])
+    (entries,) = struct.unpack(order + "H", data[offset:offset + 2])
+    size: dict[int, int] = {}
+    for i in range(entries):
+        start = offset + 2 + 12 * i
+        tag, kind, _count = struct.unpack(order + "HHI", data[start:start + 8])
+        if tag in (256, 257):
+            fmt = order + ("H" if kind == 3 else "I")
+            (size[tag],) = struct.unpack(fmt, data[start + 8:start + 8 + struct.calcsize(fmt)])
+    return ImageHeader("tiff", size.get(256), size.get(257), may_have_alpha=True)
 
 
 def _webp(data: bytes) -> ImageHeader:

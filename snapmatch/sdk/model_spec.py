@@ -86,6 +86,8 @@ class ModelSpec:
             threshold_value = float(threshold) if threshold not in (None, "") else None
         except ValueError as exc:
             raise ModelContractError(f"{source} has malformed snapmatch metadata: {exc}") from None
+        if version < 1:
+            raise ModelContractError(f"{source} declares an invalid model format version {version}")
         if version > FORMAT_VERSION:
             raise ModelContractError(
                 f"{source} uses model format {version}; this snapmatch reads up to {FORMAT_VERSION}: upgrade snapmatch"

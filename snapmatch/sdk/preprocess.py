@@ -19,8 +19,10 @@ from snapmatch.sdk.image_header import read_header
 from snapmatch.sdk.model_spec import InputSpec
 
 # A 50-megapixel photo decodes to 150 MB; anything larger is refused before
-# decoding. OpenCV's own limit (2^30 pixels, 3 GB) is lowered to match for
-# formats whose header we do not parse; it is read on OpenCV's first decode.
+# decoding, from the size its header declares (JPEG, PNG, GIF, BMP, WebP,
+# TIFF). For other formats OpenCV's own limit (2^30 pixels, 3 GB) applies; it
+# is lowered to match here, which takes effect only when snapmatch is imported
+# before anything else imports cv2 (OpenCV reads it once, at import).
 MAX_PIXELS = 50_000_000
 os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
 
@@ -84,6 +86,8 @@ def _decode_bytes(data: bytes, name: str, max_pixels: int) -> np.ndarray:
             # IMREAD_COLOR applies EXIF orientation and gives 8-bit BGR.
             decoded = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
     except cv2.error as exc:
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(exc):
+            raise ImageTooLargeError(f"{name} has more pixels than OpenCV's decoding limit") from None
         raise InvalidImageError(f"{name} cannot be decoded: {str(exc).strip().splitlines()[-1]}") from None
     if decoded is None or decoded.size == 0:
         raise InvalidImageError(f"{name} is not a readable image (corrupt, truncated or an unsupported format)")
@@ -140,12 +144,14 @@ def resize(bgr: np.ndarray, spec: InputSpec) -> np.ndarray:
         out = np.full((spec.height, spec.width, 3), 255, dtype=np.uint8)
         top, left = (spec.height - new_h) // 2, (spec.width - new_w) // 2
         out[top:top + new_h, left:left + new_w] = scaled
-    else:  # center_crop: scale so the crop covers crop_fraction of the shorter side
+    else:  # center_crop: the crop covers crop_fraction of the shorter side
+        # Crop in the source first, then resize only the crop: resizing a very
+        # long strip whole would allocate far more than the image itself.
         scale = max(spec.width / (width * spec.crop_fraction), spec.height / (height * spec.crop_fraction))
-        new_w, new_h = max(spec.width, round(width * scale)), max(spec.height, round(height * scale))
-        scaled = _resize_to(bgr, new_w, new_h)
-        top, left = (new_h - spec.height) // 2, (new_w - spec.width) // 2
-        out = scaled[top:top + spec.height, left:left + spec.width]
+        crop_w = min(width, max(1, round(spec.width / scale)))
+        crop_h = min(height, max(1, round(spec.height / scale)))
+        top, left = (height - crop_h) // 2, (width - crop_w) // 2
+        out = _resize_to(bgr[top:top + crop_h, left:left + crop_w], spec.width, spec.height)
     return cv2.cvtColor(out, cv2.COLOR_BGR2RGB)
 
 

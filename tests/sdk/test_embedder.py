@@ -340,11 +340,6 @@ def test_unsupported_metadata_values(tmp_path, key, value, expected):
     assert expected in refused(path)
 
 
-@pytest.mark.xfail(
-    reason="bug: ModelSpec.from_metadata only rejects format_version > FORMAT_VERSION; 0 or negative "
-    "versions (which no exporter writes) are accepted",
-    strict=True,
-)
 @pytest.mark.parametrize("version", ["0", "-3"])
 def test_format_version_below_one(tmp_path, version):
     path = build_model(tmp_path / "m.onnx", metadata={PREFIX + "format_version": version})
