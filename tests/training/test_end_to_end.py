@@ -1,0 +1,107 @@
+"""Train -> export -> quantize -> runtime, end to end on a few real products, plus the losses on easy data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from snapmatch.training.losses import LOSSES, build_criterion
+from snapmatch.training.model import ModelConfig, build_model
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "grocery"
+WEIGHTS = DATA.parent.parent / "weights" / "mobilenet_v3_small-imagenet.pt"
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="the Grocery dataset is not beside this checkout (../shared)")
+
+
+def separable_batch(rng: np.random.Generator, classes: int = 4, per_class: int = 4, size: int = 32):
+    """Flat-colour images, one colour per class, with noise: trivially separable."""
+    colours = np.array([[220, 30, 30], [30, 220, 30], [30, 30, 220], [220, 220, 30]])[:classes]
+    labels = np.repeat(np.arange(classes), per_class)
+    images = colours[labels][:, None, None, :] + rng.normal(0, 25, (len(labels), size, size, 3))
+    return torch.from_numpy(np.clip(images, 0, 255).astype(np.uint8)), torch.from_numpy(labels)
+
+
+@pytest.mark.parametrize("loss_name", LOSSES)
+def test_each_loss_decreases_on_an_easy_separable_set(loss_name):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(head="linear", dim=32, freeze_bn=False))  # random backbone: the loss does the work
+    criterion = build_criterion(loss_name, num_classes=4, dim=32)
+    optimiser = torch.optim.AdamW(list(model.parameters()) + criterion.parameters(), lr=1e-3)
+    rng = np.random.default_rng(0)
+    model.train()
+    losses = []
+    for _ in range(25):
+        images, labels = separable_batch(rng)
+        loss = criterion(model(images), labels)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
+
+
+@needs_data
+@pytest.mark.slow
+def test_train_export_quantize_and_search_through_the_runtime(tmp_path):
+    from click.testing import CliRunner
+
+    from snapmatch.cli import cli
+    from snapmatch.sdk.embedder import Embedder
+    from snapmatch.sdk.product_search import ProductSearch
+    from snapmatch.training.grocery import GroceryData
+
+    run = tmp_path / "run"
+    runner = CliRunner()
+    trained = runner.invoke(cli, [
+        "train", "--data", str(DATA), "--out", str(run), "--pretrained", str(WEIGHTS), "--epochs", "1",
+        "--max-products", "4", "--image-size", "64", "--batch-size", "16", "--threads", "1",
+    ], catch_exceptions=False)
+    assert trained.exit_code == 0, trained.output
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [entry["epoch"] for entry in log] == [1] and np.isfinite(log[0]["loss"])
+
+    # --resume of a finished run trains nothing more and keeps the checkpoint usable.
+    resumed = runner.invoke(cli, ["train", "--data", str(DATA), "--out", str(run), "--pretrained", str(WEIGHTS),
+                                  "--epochs", "1", "--max-products", "4", "--image-size", "64", "--batch-size", "16",
+                                  "--threads", "1", "--resume"], catch_exceptions=False)
+    assert resumed.exit_code == 0 and len((run / "log.jsonl").read_text().splitlines()) == 1
+
+    exported = runner.invoke(cli, ["export", str(run / "last.pt"), "--int8", "--data", str(DATA),
+                                   "--calibration-photos", "16", "--threshold-precision", "0.5", "--json"],
+                             catch_exceptions=False)
+    assert exported.exit_code == 0, exported.output
+    payload = json.loads(exported.stdout)
+    fp32, int8 = Embedder(payload["fp32"], threads=1), Embedder(payload["int8"], threads=1)
+    assert (fp32.spec.quantization, int8.spec.quantization) == ("fp32", "int8")
+    assert fp32.spec.input.height == 64 and fp32.spec.data_fingerprint.startswith("grocery-")
+    assert fp32.model_id != int8.model_id
+    parity = payload["parity"]
+    assert 0.0 <= parity["fp32"]["recall_at_1"] <= 1.0 and 0.0 <= parity["int8"]["recall_at_1"] <= 1.0
+
+    # The PyTorch network and its ONNX export agree on real photos.
+    from snapmatch.training.model import ModelConfig as Config, build_model as build
+
+    state = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+    net = build(Config.from_dict(state["model_config"]))
+    net.load_state_dict(state["model"])
+    net.eval()
+    data = GroceryData.load(DATA)
+    photos = [p.path for p in data.split("val")[:6]]
+    batch = np.stack([fp32.preprocess(p) for p in photos])
+    with torch.no_grad():
+        reference = net(torch.from_numpy(batch)).numpy()
+    cosine = (reference * fp32.embed(photos)).sum(axis=1)
+    assert cosine.min() >= 0.999
+
+    # The runtime uses the exported model: a catalog of the 4 products answers their photos.
+    with ProductSearch.create(tmp_path / "catalog", model=payload["int8"]) as search:
+        for label in range(4):
+            search.add_product(data.product_id(label), [data.iconic[label]] +
+                               [p.path for p in data.split("train") if p.label == label][:5])
+        queries = [p for p in data.split("train") if p.label < 4][10:30]
+        top = [search.search(p.path, k=1)[0].product_id for p in queries]
+        assert np.mean([t == data.product_id(p.label) for t, p in zip(top, queries)]) >= 0.5
