@@ -146,6 +146,8 @@ class Catalog:
         try:
             if not readonly:
                 catalog._lock.acquire()
+                # Read it again under the lock: a writer may have compacted (and closed) since.
+                manifest = read_manifest(folder)
                 catalog._write = store.connect(folder, readonly=False)
                 catalog._recover(manifest)
             catalog._read = store.connect(folder, readonly=readonly)
@@ -180,12 +182,19 @@ class Catalog:
                 entry.unlink(missing_ok=True)
         with store.Transaction(self._write) as conn:
             store.retire_tombstones(conn, below_generation=manifest.generation)
+            # Always commit something: a commit killed after its WAL write, before the WAL
+            # index showed it, stays hidden while another process has the database open and
+            # reappears once all close. Writing now overwrites it: what this writer sees stays.
+            conn.execute(
+                "INSERT INTO meta VALUES ('writer_opens', '1') "
+                "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+            )
 
     def _load_state(self) -> None:
         """(Re)build the search state from the manifest and the database."""
         for attempt in range(5):
+            stat = manifest_path(self.folder).stat()  # before reading: a replace in between changes the inode
             manifest = read_manifest(self.folder)
-            stat = manifest_path(self.folder).stat()
             try:
                 base = None
                 if manifest.base is not None:
@@ -206,7 +215,7 @@ class Catalog:
         delta.append(keys, vectors)
         self._delta = delta
         self._max_seen = int(keys[-1]) if len(keys) else (manifest.base.max_key if manifest.base else 0)
-        self._state = _State(manifest, base, delta.snapshot, store.tombstone_count(self._read))
+        self._state = _State(manifest, base, delta.snapshot, store.tombstone_count(self._read, manifest.generation))
 
     def _refresh(self) -> None:
         """Pick up what was committed since the last look (by this or another process)."""
@@ -233,7 +242,10 @@ class Catalog:
                 self._delta.append(keys, vectors)
                 self._max_seen = int(keys[-1])
             state = self._state
-            self._state = _State(state.manifest, state.base, self._delta.snapshot, store.tombstone_count(self._read))
+            self._state = _State(
+                state.manifest, state.base, self._delta.snapshot,
+                store.tombstone_count(self._read, state.manifest.generation),
+            )
 
     # --- properties ----------------------------------------------------------------
 

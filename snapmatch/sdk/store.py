@@ -173,8 +173,9 @@ def tombstone_keys(conn: sqlite3.Connection) -> np.ndarray:
     return np.fromiter((row[0] for row in conn.execute("SELECT key FROM tombstones")), dtype=np.int64)
 
 
-def tombstone_count(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("SELECT count(*) FROM tombstones").fetchone()[0])
+def tombstone_count(conn: sqlite3.Connection, generation: int = 0) -> int:
+    """Tombstones the base of `generation` still holds (older ones it already applied)."""
+    return int(conn.execute("SELECT count(*) FROM tombstones WHERE generation >= ?", (generation,)).fetchone()[0])
 
 
 def retire_tombstones(conn: sqlite3.Connection, *, below_generation: int) -> None:
