@@ -46,7 +46,8 @@ class SyntheticSpec:
     seed: int = 0
     vector_dtype: str = "f32"  # the base's usearch scalar kind
     expansion_add: int | None = None  # usearch build effort; None: the library's default
-    insert: str = "bulk"  # "bulk" (SQLite transactions) or "api" (Catalog.add per product)
+    insert: str = "bulk"  # "bulk" (SQLite transactions) or "api" (Catalog.add per product; its automatic
+    #                       compactions then count as insert time)
 
     @property
     def products(self) -> int:
