@@ -61,9 +61,17 @@ def set_default_threshold(paths: list[Path], threshold: float) -> None:
 @click.option("--threshold-precision", type=click.FloatRange(0, 1, min_open=True), default=0.95, show_default=True,
               help="Store the identify() threshold that reaches this precision on val photos (a third of "
                    "the products unknown) as the model's default.")
+@click.option("--ship", "ship_name", default=None,
+              help="Also evaluate and install the result as snapmatch/models/NAME.onnx with its model card "
+                   "(int8 when its P1 Recall@1 is within 1 point of fp32, else fp32).")
+@click.option("--p2-model", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="With --ship: the same recipe trained with --exclude-products p2, for protocol P2.")
+@click.option("--baseline", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="With --ship: the ImageNet-features model, evaluated beside for the model card.")
 @json_option
 def export(checkpoint: Path, out: Path | None, int8: bool, data: Path, calibration_photos: int,
-           threshold_precision: float, as_json: bool) -> None:
+           threshold_precision: float, ship_name: str | None, p2_model: Path | None, baseline: Path | None,
+           as_json: bool) -> None:
     """Export a checkpoint to a snapmatch ONNX model (preprocessing inside, metadata, default threshold).
 
     With --int8 also writes model-int8.onnx (static QDQ U8S8, calibrated on
@@ -108,6 +116,9 @@ def export(checkpoint: Path, out: Path | None, int8: bool, data: Path, calibrati
             continue
         set_default_threshold([path], thresholds[path.name])
     result["default_threshold"] = thresholds
+    if ship_name:
+        result["model_card"] = str(_ship(checkpoint, ship_name, fp32, result, data=data, p2_model=p2_model,
+                                         baseline=baseline, threshold_precision=threshold_precision))
     if as_json:
         emit_json(result)
     else:
@@ -117,3 +128,40 @@ def export(checkpoint: Path, out: Path | None, int8: bool, data: Path, calibrati
         if int8:
             click.echo(f"parity report: {out / 'parity.md'}")
             click.echo((out / "parity.md").read_text())
+
+
+def _ship(checkpoint: Path, name: str, fp32: Path, result: dict, *, data: Path, p2_model: Path | None,
+          baseline: Path | None, threshold_precision: float) -> Path:
+    """Evaluate, choose fp32 or int8, and install the model with its card into snapmatch/models/."""
+    import torch
+
+    from snapmatch.benchmarks.accuracy import evaluate
+    from snapmatch.export.model_card import ship_model
+    from snapmatch.sdk.product_search import MODELS_DIR
+
+    parity = result.get("parity")
+    chosen = fp32
+    if parity and parity["fp32"]["recall_at_1"] - parity["int8"]["recall_at_1"] <= 0.01:
+        chosen = Path(result["int8"])
+    evaluation = {"model": evaluate(chosen, data, p2_model=p2_model, target_precision=threshold_precision, threads=1)}
+    if baseline is not None:
+        evaluation["imagenet_baseline"] = evaluate(baseline, data, protocols=("P1", "P3", "OPEN"),
+                                                   target_precision=threshold_precision, threads=1)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    recipe = state["config"]
+    train_args = f"--loss {recipe['loss']} --epochs {recipe['epochs']} --seed {recipe['seed']} --backbone {recipe['backbone']} --head {recipe['head']}"
+    commands = [  # the recipe, end to end (runs/ is any scratch folder)
+        f"snapmatch train --out runs/{name} {train_args}",
+        f"snapmatch train --out runs/{name}-p2 {train_args} --exclude-products p2",
+        "snapmatch train --out runs/imagenet --epochs 0",
+        f"snapmatch export runs/{name}-p2/last.pt",
+        "snapmatch export runs/imagenet/last.pt",
+        f"snapmatch export runs/{name}/last.pt --int8 --ship {name} --p2-model runs/{name}-p2/model.onnx "
+        "--baseline runs/imagenet/model.onnx",
+    ]
+    why = "int8" if chosen != fp32 else "fp32"
+    notes = [f"shipped {why}: int8 P1 Recall@1 "
+             + (f"{parity['int8']['recall_at_1']:.3f} vs fp32 {parity['fp32']['recall_at_1']:.3f} (ships int8 only within 1 point)"
+                if parity else "not measured")]
+    return ship_model(chosen, MODELS_DIR, name=name, recipe=recipe, commands=commands, evaluation=evaluation,
+                      parity=parity, notes=notes)

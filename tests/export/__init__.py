@@ -31,7 +31,7 @@ def grocery_photos(split: str = "train", *, per_product: int, products: int, ski
 
 
 def stand_in_net(*, dim: int = 32, seed: int = 0, centre_on=None):
-    """A seeded two-conv network with EmbeddingNet's contract.
+    """A seeded two-conv network with a squeeze-excitation block and EmbeddingNet's contract.
 
     Random features of photos share one large common component (every cosine
     is ~0.99), which would hide quantization error; `centre_on` (uint8
@@ -48,13 +48,17 @@ def stand_in_net(*, dim: int = 32, seed: int = 0, centre_on=None):
             super().__init__()
             self.stem = nn.Conv2d(3, 16, 3, stride=2, padding=1)
             self.block = nn.Conv2d(16, 32, 3, stride=2, padding=1)
+            self.squeeze = nn.Conv2d(32, 8, 1)  # squeeze-excitation, as in MobileNetV3's blocks
+            self.excite = nn.Conv2d(8, 32, 1)
             self.head = nn.Linear(32, dim, bias=False)
             self.register_buffer("centre", torch.zeros(32))
 
         def pooled(self, images: torch.Tensor) -> torch.Tensor:
             x = images.to(torch.float32) / 127.5 - 1.0
             x = x.permute(0, 3, 1, 2)
-            return F.relu(self.block(F.relu(self.stem(x)))).mean(dim=(2, 3))
+            x = F.relu(self.block(F.relu(self.stem(x))))
+            gate = F.hardsigmoid(self.excite(F.relu(self.squeeze(F.adaptive_avg_pool2d(x, 1)))))
+            return (x * gate).mean(dim=(2, 3))
 
         def forward(self, images: torch.Tensor) -> torch.Tensor:
             return F.normalize(self.head(self.pooled(images) - self.centre), dim=1)
