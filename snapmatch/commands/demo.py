@@ -57,6 +57,7 @@ def demo(catalog_dir: Path | None, threads: int | None, as_json: bool) -> None:
                     "identified": match.product_id if match else None,
                     "name": match.name if match else None,
                     "score": round(match.score if match else (best[0].score if best else 0.0), 4),
+                    "best_guess": best[0].product_id if best else None,
                     "ms": round(ms, 1),
                     "correct": (match.product_id if match else None) == query["product"],
                 })
@@ -70,11 +71,16 @@ def demo(catalog_dir: Path | None, threads: int | None, as_json: bool) -> None:
                f"{f' (kept in {catalog_dir})' if catalog_dir else ''}; identify threshold {threshold:.3f}\n")
     for row in rows:
         verdict = "ok " if row["correct"] else "MISS"
-        answer = f"{row['identified']} ({row['score']:.3f})" if row["identified"] else f"unknown (best {row['score']:.3f})"
+        answer = (f"{row['identified']} ({row['score']:.3f})" if row["identified"]
+                  else f"unknown (best: {row['best_guess']} {row['score']:.3f})")
         truth = row["truth"] or "not in the catalog"
-        click.echo(f"  [{verdict}] {row['photo']:<44} -> {answer:<40} truth: {truth:<28} {row['ms']:.1f} ms")
+        click.echo(f"  [{verdict}] {row['photo']:<40} -> {answer:<46} truth: {truth:<26} {row['ms']:.1f} ms")
     right = sum(row["correct"] for row in rows)
-    click.echo(f"\n{right}/{len(rows)} photos answered right.")
+    ranked = sum(row["best_guess"] == row["truth"] for row in rows if row["truth"])
+    click.echo(f"\n{right}/{len(rows)} photos answered right by identify(); the best match was the right product "
+               f"for {ranked}/{sum(1 for row in rows if row['truth'])} known ones.")
+    click.echo(f"identify() answers only above the threshold ({threshold:.3f}, the shipped model's default); "
+               "`snapmatch catalog calibrate` sets it for your own catalog and photos.")
     click.echo("\nTry next:\n"
                "  snapmatch catalog create my-catalog\n"
                "  snapmatch catalog import my-catalog photos/      # one sub-folder of photos per product\n"

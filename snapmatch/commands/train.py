@@ -39,7 +39,7 @@ def _exclusions(value: str | None, data: str) -> list[int]:
                    "Default: ../shared/weights for the chosen backbone.")
 @click.option("--head", type=click.Choice(["pooled", "linear", "prelogits"]), default="pooled", show_default=True)
 @click.option("--dim", type=click.IntRange(min=0), default=0, help="Embedding size of a linear head.")
-@click.option("--epochs", type=click.IntRange(min=0), default=12, show_default=True,
+@click.option("--epochs", type=click.IntRange(min=0), default=10, show_default=True,
               help="0 writes the pretrained network unchanged (the ImageNet-features baseline).")
 @click.option("--batch-size", type=click.IntRange(min=4), default=64, show_default=True)
 @click.option("--image-size", type=click.IntRange(min=32), default=224, show_default=True)

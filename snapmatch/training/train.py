@@ -34,7 +34,7 @@ class TrainConfig:
     head: str = "pooled"  # "pooled" (backbone features), "linear" (new layer to dim) or "prelogits"
     dim: int = 0  # embedding size for a linear head (0: the head's natural size)
     loss: str = "multisimilarity"  # see snapmatch.training.losses.LOSSES
-    epochs: int = 12
+    epochs: int = 10
     batch_size: int = 64
     m_per_class: int = 4  # photos of each product in a batch (MPerClassSampler)
     lr: float = 3e-4  # AdamW learning rate of new layers and loss proxies
