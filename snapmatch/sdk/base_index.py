@@ -14,7 +14,6 @@ import hashlib
 import os
 from pathlib import Path
 
-import numpy as np
 from snapmatch.sdk._usearch import Index, usearch
 
 from snapmatch.sdk.errors import CatalogCorruptError

@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 from snapmatch.sdk._usearch import Index
 
-from snapmatch.sdk import base_index, store
+from snapmatch.sdk import base_index, compaction, store
 from snapmatch.sdk.delta import Delta, DeltaSnapshot
 from snapmatch.sdk.errors import (
     CatalogClosedError,
@@ -32,14 +32,13 @@ from snapmatch.sdk.errors import (
     ReadOnlyError,
 )
 from snapmatch.sdk.lock import WriterLock
-from snapmatch.sdk.manifest import MANIFEST, BaseInfo, Manifest, manifest_path, read_manifest, write_manifest
+from snapmatch.sdk.manifest import Manifest, manifest_path, read_manifest, write_manifest
 from snapmatch.sdk.types import Match, Product
 
 LOCK_FILE = "writer.lock"
 VECTOR_DTYPES = ("f32", "f16", "i8")
 NORM_TOLERANCE = 1e-2
 _BASE_FILE = re.compile(r"^base-\d{6}\.usearch$")
-_REBUILD_SHARE = 0.25  # rebuild the graph instead of patching it once this share of the base is tombstoned
 
 
 def _database_errors(method):
@@ -367,35 +366,12 @@ class Catalog:
         self._check_writable()
         with self._write_mutex:
             manifest = read_manifest(self.folder)
-            old = manifest.base
-            tombstones = store.tombstone_keys(self._write)
-            high = store.max_key(self._write)
-            has_delta = high > (old.max_key if old else 0)
-            if not rebuild and not has_delta and not len(tombstones):
+            built = compaction.build_next_base(self.folder, manifest, self._write, rebuild=rebuild)
+            if built is None:
                 return False
-            full = (
-                rebuild or old is None or not base_index.same_format(old)
-                or len(tombstones) > _REBUILD_SHARE * max(old.count, 1)
-            )
-            if full:
-                index = base_index.new_index(manifest.dim, manifest.vector_dtype)
-                for keys, vectors in store.iter_rows_upto(self._write, high, manifest.dim):
-                    index.add(keys.astype(np.uint64), vectors, threads=base_index.BUILD_THREADS)
-            else:
-                index = base_index.load_for_update(self.folder, old)
-                in_base = tombstones[tombstones <= old.max_key]
-                if len(in_base):
-                    index.remove(in_base.astype(np.uint64))
-                keys, vectors = store.rows_after(self._write, old.max_key, manifest.dim)
-                keys, vectors = keys[keys <= high], vectors[keys <= high]
-                if len(keys):
-                    index.add(keys.astype(np.uint64), vectors, threads=base_index.BUILD_THREADS)
-            generation = manifest.generation + 1
-            info: BaseInfo | None = None
-            if len(index):
-                info = base_index.write_base(self.folder, index, generation=generation, max_key=high)
-            del index
-            # With no live vectors left there is no base; rows up to `high` are all gone.
+            info, generation = built
+            old = manifest.base
+            # With no live vectors left there is no base (info is None).
             write_manifest(self.folder, manifest.replace(base=info, generation=generation))
             with store.Transaction(self._write) as conn:
                 store.retire_tombstones(conn, below_generation=generation + 1)

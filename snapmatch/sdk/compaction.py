@@ -1,0 +1,52 @@
+"""The heavy half of compaction: build and write the next base from the current one and the database.
+
+`Catalog.compact` then makes it current (manifest first, cleanup after); this
+module only ever writes a new file, so an interruption here changes nothing.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+
+from snapmatch.sdk import base_index, store
+from snapmatch.sdk.manifest import BaseInfo, Manifest
+
+REBUILD_SHARE = 0.25  # rebuild the graph instead of patching it once this share of the base is tombstoned
+
+
+def build_next_base(
+    folder: Path, manifest: Manifest, conn: sqlite3.Connection, *, rebuild: bool
+) -> tuple[BaseInfo | None, int] | None:
+    """Write base generation N+1 holding every live vector; None when there is nothing to merge.
+
+    Returns the new base's info (None when no vector is left) and its generation.
+    """
+    old = manifest.base
+    tombstones = store.tombstone_keys(conn)
+    high = store.max_key(conn)
+    has_delta = high > (old.max_key if old else 0)
+    if not rebuild and not has_delta and not len(tombstones):
+        return None
+    full = (
+        rebuild or old is None or not base_index.same_format(old)
+        or len(tombstones) > REBUILD_SHARE * max(old.count, 1)
+    )
+    if full:
+        index = base_index.new_index(manifest.dim, manifest.vector_dtype)
+        for keys, vectors in store.iter_rows_upto(conn, high, manifest.dim):
+            index.add(keys.astype(np.uint64), vectors, threads=base_index.BUILD_THREADS)
+    else:  # patch a private copy of the current base: cost follows the change, not the catalog
+        index = base_index.load_for_update(folder, old)
+        in_base = tombstones[tombstones <= old.max_key]
+        if len(in_base):
+            index.remove(in_base.astype(np.uint64))
+        keys, vectors = store.rows_after(conn, old.max_key, manifest.dim)
+        keys, vectors = keys[keys <= high], vectors[keys <= high]
+        if len(keys):
+            index.add(keys.astype(np.uint64), vectors, threads=base_index.BUILD_THREADS)
+    generation = manifest.generation + 1
+    info = base_index.write_base(folder, index, generation=generation, max_key=high) if len(index) else None
+    return info, generation
