@@ -22,6 +22,7 @@ from typing import Callable
 
 import numpy as np
 
+from snapmatch.benchmarks.metrics import deepest_r, map_at_r, ranking
 from snapmatch.sdk.calibration import choose_threshold
 from snapmatch.sdk.catalog import Catalog
 from snapmatch.sdk.embedder import Embedder
@@ -62,22 +63,6 @@ def held_out_products(data: GroceryData, *, count: int = 15, seed: int = 0) -> l
     return sorted(int(label) for label in rng.choice(with_val, size=count, replace=False))
 
 
-def map_at_r(gallery: Embedded, queries: Embedded) -> float:
-    """Mean average precision at R (Musgrave et al. 2020), R = gallery images of the query's product."""
-    scores = queries.vectors @ gallery.vectors.T
-    values = []
-    for row, label in zip(scores, queries.labels):
-        relevant = gallery.labels == label
-        r = int(relevant.sum())
-        if r == 0:
-            continue
-        top = np.argsort(-row, kind="stable")[:r]
-        hits = relevant[top]
-        precision_at = np.cumsum(hits) / np.arange(1, r + 1)
-        values.append(float((precision_at * hits).sum() / r))
-    return float(np.mean(values)) if values else float("nan")
-
-
 def build_catalog(folder: Path, gallery: Embedded, model_id: str) -> Catalog:
     catalog = Catalog.create(folder, model_id=model_id, dim=gallery.vectors.shape[1], compact_at=1 << 30)
     for label in np.unique(gallery.labels):
@@ -95,7 +80,8 @@ def retrieval(gallery: Embedded, queries: Embedded, model_id: str) -> dict:
     return {
         "recall@1": float(np.mean([bool(r) and r[0] == t for r, t in zip(ranked, truth)])),
         "recall@5": float(np.mean([t in r[:5] for r, t in zip(ranked, truth)])),
-        "map@r": map_at_r(gallery, queries),
+        "map@r": map_at_r(ranking(queries.vectors, gallery.vectors, depth=deepest_r(gallery.labels)),
+                          gallery.labels, queries.labels),
         "queries": int(len(truth)),
         "catalog_images": int(len(gallery.labels)),
     }

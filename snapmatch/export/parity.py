@@ -15,6 +15,7 @@ from typing import Hashable, Sequence
 
 import numpy as np
 
+from snapmatch.benchmarks.metrics import deepest_r, map_at_r, ranking, recall_at
 from snapmatch.sdk.embedder import Embedder
 from snapmatch.sdk.preprocess import preprocess
 
@@ -53,16 +54,16 @@ def parity_report(
         g = _embed(embedder, gallery_inputs)
         q = _embed(embedder, query_inputs)
         embeddings[name] = np.concatenate([g, q])
-        order = _ranking(q, g, depth=max(5, int(np.bincount(gallery_labels).max())))
+        order = ranking(q, g, depth=max(5, deepest_r(gallery_labels)))
         neighbours[name] = order[:, 0]
         path = Path(embedder.path)
         report[name] = {
             "path": str(path),
             "model_id": embedder.model_id,
             "size_bytes": path.stat().st_size,
-            "recall_at_1": _recall_at(order, gallery_labels, query_labels, 1),
-            "recall_at_5": _recall_at(order, gallery_labels, query_labels, 5),
-            "map_at_r": _map_at_r(order, gallery_labels, query_labels),
+            "recall_at_1": recall_at(order, gallery_labels, query_labels, 1),
+            "recall_at_5": recall_at(order, gallery_labels, query_labels, 5),
+            "map_at_r": map_at_r(order, gallery_labels, query_labels),
         }
     cosines = np.sum(embeddings["fp32"] * embeddings["int8"], axis=1)
     latency = _latency(models, query_inputs, runs=latency_runs)
@@ -83,39 +84,6 @@ def parity_report(
 
 def _embed(embedder: Embedder, inputs: np.ndarray, batch_size: int = 32) -> np.ndarray:
     return np.concatenate([embedder.embed_batch(inputs[i:i + batch_size]) for i in range(0, len(inputs), batch_size)])
-
-
-def _ranking(queries: np.ndarray, gallery: np.ndarray, *, depth: int, chunk: int = 512) -> np.ndarray:
-    """Gallery indices of each query's `depth` nearest neighbours by cosine, nearest first."""
-    depth = min(depth, len(gallery))
-    rows = []
-    for start in range(0, len(queries), chunk):
-        scores = queries[start:start + chunk] @ gallery.T
-        top = np.argpartition(-scores, depth - 1, axis=1)[:, :depth]
-        top_scores = np.take_along_axis(scores, top, axis=1)
-        # Stable order on equal scores: the lower gallery index first.
-        rows.append(np.take_along_axis(top, np.lexsort((top, -top_scores), axis=1), axis=1))
-    return np.concatenate(rows)
-
-
-def _recall_at(order: np.ndarray, gallery_labels: np.ndarray, query_labels: np.ndarray, k: int) -> float:
-    hits = gallery_labels[order[:, :k]] == query_labels[:, None]
-    return float(np.mean(hits.any(axis=1)))
-
-
-def _map_at_r(order: np.ndarray, gallery_labels: np.ndarray, query_labels: np.ndarray) -> float:
-    """MAP@R (Musgrave et al., "A Metric Learning Reality Check"): R = gallery images of the query's label."""
-    counts = np.bincount(gallery_labels, minlength=int(query_labels.max()) + 1)
-    scores = []
-    for row, label in zip(order, query_labels):
-        r = int(counts[label])
-        if r == 0:
-            scores.append(0.0)
-            continue
-        relevant = gallery_labels[row[:r]] == label
-        precision = np.cumsum(relevant) / np.arange(1, r + 1)
-        scores.append(float(np.sum(precision * relevant) / r))
-    return float(np.mean(scores))
 
 
 def _latency(models: dict[str, Embedder], inputs: np.ndarray, *, runs: int) -> dict[str, list[float]]:

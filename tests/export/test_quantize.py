@@ -197,16 +197,16 @@ def test_parity_report_has_every_field_and_formats_as_markdown(fp32_model, int8_
 
 
 def test_retrieval_metrics_match_a_hand_computed_case(tmp_path):
-    from snapmatch.export.parity import _map_at_r, _ranking, _recall_at
+    from snapmatch.benchmarks.metrics import map_at_r, ranking, recall_at
 
     gallery = np.eye(4, dtype=np.float32)  # labels 0, 0, 1, 1
     queries = np.array([[0.9, 0.1, 0.4, 0], [0, 0, 0.2, 0.98]], dtype=np.float32)  # labels 0, 1
-    order = _ranking(queries, gallery, depth=4)
+    order = ranking(queries, gallery, depth=4)
     assert order.tolist() == [[0, 2, 1, 3], [3, 2, 0, 1]]
     g, q = np.array([0, 0, 1, 1]), np.array([0, 1])
-    assert _recall_at(order, g, q, 1) == 1.0
+    assert recall_at(order, g, q, 1) == 1.0
     # query 0: R=2, relevant at ranks 1 and 3 -> top-2 holds one: (1/1)/2 = 0.5; query 1: both in top 2 -> 1.
-    assert _map_at_r(order, g, q) == pytest.approx(0.75)
+    assert map_at_r(order, g, q) == pytest.approx(0.75)
 
 
 @pytest.mark.slow
