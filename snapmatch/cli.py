@@ -23,6 +23,8 @@ COMMANDS = {
     "train": ("snapmatch.commands.train:train", "Fine-tune the embedding network (needs snapmatch[train])."),
     "evaluate": ("snapmatch.commands.train:evaluate", "Measure retrieval accuracy through the runtime."),
     "export": ("snapmatch.commands.export:export", "Export a checkpoint to ONNX, int8, parity report (needs snapmatch[train])."),
+    "benchmark": ("snapmatch.commands.benchmark:benchmark", "Profile latency, accuracy, scale and memory on this machine."),
+    "watch": ("snapmatch.commands.watch:watch", "Name the products a camera or video sees, live, as JSON events."),
 }
 
 
@@ -43,7 +45,14 @@ class CommandError(click.ClickException):
 
 
 class LazyGroup(click.Group):
-    """A group whose sub-commands import their module (numpy, onnxruntime, ...) only when used."""
+    """A group whose sub-commands import their module (numpy, onnxruntime, ...) only when used.
+
+    `lazy` maps a sub-command's name to ("module:attribute", one-line help).
+    """
+
+    def __init__(self, *args, lazy: dict[str, tuple[str, str]] | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = COMMANDS if lazy is None else lazy
 
     def invoke(self, ctx: click.Context):
         from snapmatch.sdk.errors import SnapmatchError
@@ -56,17 +65,17 @@ class LazyGroup(click.Group):
             raise CommandError(str(exc)) from None
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(COMMANDS)
+        return sorted(self.lazy)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name not in COMMANDS:
+        if name not in self.lazy:
             return None
-        module, _, attribute = COMMANDS[name][0].partition(":")
+        module, _, attribute = self.lazy[name][0].partition(":")
         return getattr(importlib.import_module(module), attribute)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         with formatter.section("Commands"):
-            formatter.write_dl([(name, COMMANDS[name][1]) for name in self.list_commands(ctx)])
+            formatter.write_dl([(name, self.lazy[name][1]) for name in self.list_commands(ctx)])
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
