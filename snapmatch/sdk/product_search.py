@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
@@ -17,6 +17,10 @@ from snapmatch.sdk.fsutil import fsync_dir, fsync_file
 from snapmatch.sdk.manifest import manifest_path, read_manifest
 from snapmatch.sdk.preprocess import ImageInput
 from snapmatch.sdk.types import Match, Product
+
+if TYPE_CHECKING:
+    from snapmatch.sdk.keyframes import VideoAdd
+    from snapmatch.sdk.watch import Watch
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL = MODELS_DIR / "default.onnx"
@@ -121,6 +125,30 @@ class ProductSearch:
         vectors = self.embedder.embed(images)
         return self.catalog.add(product_id, vectors, sources=_sources(images), new_product=False)
 
+    def add_product_from_video(
+        self,
+        product_id: str,
+        video: str | os.PathLike,
+        *,
+        name: str | None = None,
+        max_frames: int = 8,
+        blur_ratio: float = 0.5,
+        min_distance: float = 0.08,
+    ) -> "VideoAdd":
+        """Add a product (new, or more views of a known one) from a short video of it turning in the hand.
+
+        Keeps up to max_frames sharp, mutually different frames (see
+        snapmatch.sdk.keyframes); the result says which and why the rest were left out.
+        """
+        from snapmatch.sdk.keyframes import VideoAdd, select_keyframes
+
+        picked = select_keyframes(video, self.embedder, max_frames=max_frames, blur_ratio=blur_ratio,
+                                  min_distance=min_distance)
+        known = any(product.id == product_id for product in self.catalog.products())
+        sources = [f"{os.fspath(video)}#frame={index}" for index in picked.kept]
+        keys = self.catalog.add(product_id, picked.vectors, name=name, sources=sources, new_product=not known)
+        return VideoAdd(product_id, not known, keys, picked)
+
     def remove_product(self, product_id: str) -> int:
         """Remove a product and its images; returns how many images were removed."""
         return self.catalog.remove(product_id)
@@ -144,6 +172,17 @@ class ProductSearch:
         results = self.catalog.search(self.embedder.embed([image] if single else list(image)), 1)
         answers = [matches[0] if matches and matches[0].score >= threshold else None for matches in results]
         return answers[0] if single else answers
+
+    def watch(self, source: int | str | os.PathLike, **options) -> "Watch":
+        """Watch a camera (index), video file (path) or stream (URL) for products coming and going.
+
+        Iterate the result for `appeared` / `gone` events; options (pace,
+        every, roi, motion_threshold, voting, threshold, backoff) are those of
+        snapmatch.sdk.watch.Watch.
+        """
+        from snapmatch.sdk.watch import Watch
+
+        return Watch(self, source, **options)
 
     def calibrate(
         self, labelled: Iterable[tuple[ImageInput, str | None]], *, target_precision: float = 0.99
