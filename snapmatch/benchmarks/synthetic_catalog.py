@@ -1,4 +1,9 @@
-"""Synthetic catalogs of any size for benchmarks: clustered unit vectors, seeded.
+"""Synthetic catalogs of any size for benchmarks: seeded unit vectors of a chosen structure.
+
+distribution="profile" samples from the shipped profile of the default
+model's real embeddings (`embedding_profile`): what search quality and speed
+should be judged on. "clusters" (isolated random clusters) is kept for open
+time, where only the file's size matters.
 
 `Catalog.add` writes one product per SQLite transaction (fsynced), which is
 right for a device and far too slow for a million vectors. `build` therefore
@@ -24,6 +29,7 @@ from typing import Iterator
 
 import numpy as np
 
+from snapmatch.benchmarks.embedding_profile import load_default
 from snapmatch.sdk import base_index, store
 from snapmatch.sdk.catalog import Catalog
 from snapmatch.sdk.errors import SnapmatchError
@@ -48,6 +54,7 @@ class SyntheticSpec:
     expansion_add: int | None = None  # usearch build effort; None: the library's default
     insert: str = "bulk"  # "bulk" (SQLite transactions) or "api" (Catalog.add per product; its automatic
     #                       compactions then count as insert time)
+    distribution: str = "clusters"  # or "profile": like the default model's real embeddings
 
     @property
     def products(self) -> int:
@@ -58,7 +65,7 @@ class SyntheticSpec:
         ea = "" if self.expansion_add is None else f"-ea{self.expansion_add}"
         return (
             f"n{self.size}-d{self.dim}-{self.vector_dtype}{ea}-ipp{self.images_per_product}"
-            f"-c{self.clusters}-s{self.seed}-{self.insert}"
+            f"-c{self.clusters}-s{self.seed}-{self.insert}" + ("" if self.distribution == "clusters" else "-profile")
         )
 
 
@@ -68,6 +75,11 @@ def product_id(index: int) -> str:
 
 def clustered_chunks(spec: SyntheticSpec) -> Iterator[tuple[list[str], np.ndarray, np.ndarray]]:
     """(product ids, product index of every image, image vectors [n, dim] float32 unit), chunk by chunk."""
+    if spec.distribution == "profile":
+        yield from _profile_chunks(spec)
+        return
+    if spec.distribution != "clusters":
+        raise ValueError(f"distribution must be 'clusters' or 'profile', not {spec.distribution!r}")
     centres = _unit(np.random.default_rng([spec.seed, 1 << 30]).standard_normal((spec.clusters, spec.dim)))
     scale = 1.0 / math.sqrt(spec.dim)  # noise of norm ~SPREAD whatever the dimension
     remaining = spec.size
@@ -78,6 +90,20 @@ def clustered_chunks(spec: SyntheticSpec) -> Iterator[tuple[list[str], np.ndarra
         products = _unit(centres[cluster] + PRODUCT_SPREAD * scale * rng.standard_normal((count, spec.dim)))
         owner = np.repeat(np.arange(count), spec.images_per_product)[:remaining]
         images = _unit(products[owner] + IMAGE_SPREAD * scale * rng.standard_normal((len(owner), spec.dim)))
+        remaining -= len(owner)
+        yield [product_id(first + i) for i in range(count)], first + owner, images
+
+
+def _profile_chunks(spec: SyntheticSpec) -> Iterator[tuple[list[str], np.ndarray, np.ndarray]]:
+    profile = load_default()
+    if profile.dim != spec.dim:
+        raise ValueError(f"the embedding profile is {profile.dim}-d, the spec asks for {spec.dim}-d vectors")
+    remaining = spec.size
+    for chunk, first in enumerate(range(0, spec.products, CHUNK_PRODUCTS)):
+        count = min(CHUNK_PRODUCTS, spec.products - first)
+        rng = np.random.default_rng([spec.seed, chunk, 2])
+        owner = np.repeat(np.arange(count), spec.images_per_product)[:remaining]
+        images = profile.images(profile.products(count, rng)[owner], rng)
         remaining -= len(owner)
         yield [product_id(first + i) for i in range(count)], first + owner, images
 
