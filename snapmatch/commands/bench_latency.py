@@ -1,0 +1,88 @@
+"""`snapmatch benchmark latency`: per-stage latency of a lookup beside fp32 ONNX, int8 ONNX and PyTorch eager."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from snapmatch.commands.output import emit_json, json_option
+
+
+def _parse_threads(ctx, param, value: str) -> tuple[int, ...]:
+    counts = []
+    for part in (p.strip() for p in value.split(",") if p.strip()):
+        if part == "all":
+            counts.append(0)
+        elif part.isdigit() and int(part) > 0:
+            counts.append(int(part))
+        else:
+            raise click.BadParameter(f"{part!r}: give thread counts >= 1 or 'all', comma-separated (e.g. 1,all)")
+    if not counts:
+        raise click.BadParameter("give at least one thread count (e.g. 1,all)")
+    return tuple(dict.fromkeys(counts))
+
+
+def _parse_batches(ctx, param, value: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(p) for p in value.split(",") if p.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give batch sizes as integers, comma-separated") from None
+    if not sizes or min(sizes) < 1:
+        raise click.BadParameter("batch sizes must be >= 1")
+    return sizes
+
+
+existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+@click.command()
+@click.option("--model", type=existing_file, default=None, help="ONNX model (default: the shipped model).")
+@click.option("--threads", "threads", default="1,all", show_default=True, callback=_parse_threads,
+              help="Thread settings to measure, comma-separated: counts or 'all' (every usable core).")
+@click.option("--images", type=click.Path(path_type=Path), default=None,
+              help="Photo folder: photos.json, one sub-folder per product, or flat (default: the bundled demo photos).")
+@click.option("--repeats", type=click.IntRange(min=1), default=100, show_default=True, help="Timed rounds per setting.")
+@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True, help="Untimed rounds first.")
+@click.option("--batch-sizes", default="1,2,4,8,16,32", show_default=True, callback=_parse_batches,
+              help="Batch sizes of the throughput sweep.")
+@click.option("--catalog-size", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Vectors in the searched catalog (the photos, then synthetic vectors).")
+@click.option("--int8", "int8", type=existing_file, default=None,
+              help="The int8 model to compare (default: quantized here from the model; needs the onnx package).")
+@click.option("--checkpoint", type=existing_file, default=None,
+              help="Training checkpoint for the PyTorch baseline's weights (default: the model card's recipe, random weights).")
+@click.option("--no-torch", is_flag=True, help="Skip the PyTorch eager baseline.")
+@click.option("--profile/--no-profile", default=True, show_default=True,
+              help="Per-operator profile of the ONNX models (onnxruntime's profiler).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write a PNG chart of the latencies here (needs matplotlib).")
+@json_option
+def latency(model, threads, images, repeats, warmup, batch_sizes, catalog_size, int8, checkpoint, no_torch, profile,
+            plot_path, as_json) -> None:
+    """Per-stage latency of a lookup (decode, resize, inference, search, identify total), median/p95/p99,
+    at 1 thread and all cores, beside ONNX fp32, ONNX int8 and PyTorch eager measured in the same run.
+
+    Ratios are what to compare between machines; single times vary with load.
+
+    \b
+    snapmatch benchmark latency
+    snapmatch benchmark latency --threads 1 --repeats 300 --plot latency.png
+    snapmatch benchmark latency --images ../shared/data/grocery/val --int8 model-int8.onnx --json
+    """
+    from snapmatch.benchmarks.latency import LatencyConfig, run
+    from snapmatch.benchmarks.latency_report import format_report, plot
+
+    config = LatencyConfig(model=model, images=images, threads=threads, repeats=repeats, warmup=warmup,
+                           batch_sizes=batch_sizes, catalog_size=catalog_size, int8=int8, checkpoint=checkpoint,
+                           torch=not no_torch, profile=profile)
+    result = run(config, log=lambda message: click.echo(message, err=True) if sys.stderr.isatty() else None)
+    if plot_path is not None:
+        result["plot"] = str(plot(result, plot_path))
+    if as_json:
+        emit_json(result)
+        return
+    click.echo(format_report(result))
+    if plot_path is not None:
+        click.echo(f"\nplot: {result['plot']}")
