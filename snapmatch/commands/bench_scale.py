@@ -9,18 +9,18 @@ import click
 
 from snapmatch.commands.output import emit_json, json_option
 
-SIZE_EXAMPLES = "e.g. 10k,100k,1M"
+SIZE_EXAMPLES = "e.g. 10k,100k,1M"  # also 2500 or 2.5k
 
 
-def parse_sizes(value: str) -> list[int]:
+def parse_sizes(value: str, option: str = "--sizes") -> list[int]:
     from snapmatch.benchmarks.open_time import parse_size
 
     try:
         sizes = [parse_size(part) for part in value.split(",") if part.strip()]
     except Exception as exc:  # argparse.ArgumentTypeError carries the message
-        raise click.BadParameter(f"{exc} ({SIZE_EXAMPLES})") from None
+        raise click.BadParameter(f"{exc} ({SIZE_EXAMPLES})", param_hint=option) from None
     if not sizes:
-        raise click.BadParameter(f"give at least one size ({SIZE_EXAMPLES})")
+        raise click.BadParameter(f"give at least one size ({SIZE_EXAMPLES})", param_hint=option)
     return sorted(set(sizes))
 
 
@@ -136,7 +136,7 @@ def memory(size, folder, reuse, vector_dtype, expansion_add, model, queries, thr
     from snapmatch.sdk.product_search import default_model_path
 
     model_path = Path(model) if model else default_model_path()
-    spec = SyntheticSpec(size=parse_sizes(size)[0], dim=Embedder(model_path, threads=1).dim,
+    spec = SyntheticSpec(size=parse_sizes(size, "--size")[0], dim=Embedder(model_path, threads=1).dim,
                          vector_dtype=vector_dtype, expansion_add=expansion_add, distribution="profile")
     report = _header(_invocation())
     photos = load_photos()
