@@ -41,14 +41,14 @@ class Segment:
     frames: int
     label: str | None = None  # what the truth list says for these frames (the product id)
     slide: int = 0  # frames spent sliding in (and out again) at the segment's ends
-    blur: float = 0.0  # Gaussian blur sigma (motion blur stand-in); 0: sharp
+    blur: int = 0  # length in pixels of a horizontal motion blur over the whole frame; 0: sharp
 
 
 def empty(frames: int) -> Segment:
     return Segment(None, frames)
 
 
-def held(photo: Path, label: str, frames: int, *, slide: int = 0, blur: float = 0.0) -> Segment:
+def held(photo: Path, label: str | None, frames: int, *, slide: int = 0, blur: int = 0) -> Segment:
     return Segment(photo, frames, label, slide, blur)
 
 
@@ -84,8 +84,6 @@ def render(segments: list[Segment], *, size: tuple[int, int] = SIZE, seed: int =
             image = cv2.imread(str(segment.photo))
             side = int(height * 0.9)
             photo = cv2.resize(image, (side * image.shape[1] // image.shape[0], side), interpolation=cv2.INTER_AREA)
-            if segment.blur:
-                photo = cv2.GaussianBlur(photo, (0, 0), segment.blur)
         for i in range(segment.frames):
             if photo is None:
                 frame, label = background, None
@@ -101,6 +99,9 @@ def render(segments: list[Segment], *, size: tuple[int, int] = SIZE, seed: int =
                 jitter = rng.integers(-2, 3, size=2)
                 frame = _place(background, photo, dx + int(jitter[0]), int(jitter[1]))
                 frame = np.clip(frame * rng.uniform(0.97, 1.03), 0, 255).astype(np.uint8)
+                if segment.blur:  # the hand moved during the exposure
+                    kernel = np.full((1, segment.blur), 1.0 / segment.blur, np.float32)
+                    frame = cv2.filter2D(frame, -1, kernel)
                 label = segment.label
             noise = rng.normal(0, 1.5, frame.shape)
             yield np.clip(frame + noise, 0, 255).astype(np.uint8), label
@@ -117,3 +118,47 @@ def write_video(path: Path, segments: list[Segment], *, size: tuple[int, int] = 
         labels.append(label)
     writer.release()
     return labels
+
+
+def build_demo_catalog(folder: Path, *, products: list[str] | None = None) -> Path:
+    """A catalog of the bundled demo products (all three photos each) with the shipped default model."""
+    from snapmatch.sdk.product_search import ProductSearch
+
+    photos, names = demo_photos(), demo_names()
+    with ProductSearch.create(folder, threads=1) as search:
+        for product_id in products or list(names):
+            search.add_product(product_id, photos[product_id], name=names[product_id])
+    return folder
+
+
+def counter_sequence(frames: int = 14) -> tuple[list[Segment], list[str]]:
+    """The standard scene: empty counter, banana, empty, an unknown product, pepper, then milk straight after.
+
+    Returns the segments and the known products in the order they appear.
+    """
+    photos = demo_photos()
+    segments = [
+        empty(8),
+        held(photos["banana"][1], "banana", frames, slide=3),
+        empty(6),
+        held(photos["aubergine"][0], None, frames, slide=3),
+        empty(6),
+        held(photos["red-bell-pepper"][1], "red-bell-pepper", frames, slide=3),
+        held(photos["arla-standard-milk"][1], "arla-standard-milk", frames, slide=3),
+        empty(8),
+    ]
+    return segments, ["banana", "red-bell-pepper", "arla-standard-milk"]
+
+
+def corrupt_frames(path: Path, frames: list[int], *, out: Path | None = None) -> Path:
+    """Overwrite the middle of the JPEG data of some MJPG frames with zeros (a damaged file)."""
+    data = bytearray(path.read_bytes())
+    starts = [i for i in range(len(data) - 2) if data[i] == 0xFF and data[i + 1] == 0xD8 and data[i + 2] == 0xFF]
+    for frame in frames:
+        start = starts[frame]
+        end = starts[frame + 1] if frame + 1 < len(starts) else len(data)
+        middle = (start + end) // 2
+        data[middle:middle + (end - start) // 4] = bytes((end - start) // 4)
+    target = out or path
+    target.write_bytes(bytes(data))
+    return target

@@ -51,19 +51,38 @@ def create(catalog: Path, model: Path | None, vector_dtype: str, compact_at: int
 @catalog.command()
 @catalog_path
 @click.argument("product_id")
-@click.argument("images", nargs=-1, required=True)
+@click.argument("images", nargs=-1)
 @click.option("--name", default=None, help="Human-readable product name (for a new product).")
+@click.option("--video", type=click.Path(path_type=Path), default=None,
+              help="Add from a few seconds of video of the product turning in the hand, instead of photos.")
+@click.option("--max-frames", type=click.IntRange(min=1), default=8, show_default=True,
+              help="With --video: keep at most this many sharp, mutually different frames.")
 @threads_option
 @json_option
-def add(catalog: Path, product_id: str, images: tuple[str, ...], name: str | None, threads: int | None,
-        as_json: bool) -> None:
-    """Add photos of a product (a new one, or more photos of a known one).
+def add(catalog: Path, product_id: str, images: tuple[str, ...], name: str | None, video: Path | None,
+        max_frames: int, threads: int | None, as_json: bool) -> None:
+    """Add photos of a product (a new one, or more photos of a known one), or a short video of it.
 
     \b
     snapmatch catalog add my-catalog arla-milk-1l a.jpg b.jpg --name "Arla Standard Milk 1 l"
+    snapmatch catalog add my-catalog arla-milk-1l --video turning.mp4
     """
     from snapmatch.sdk.product_search import ProductSearch
 
+    if bool(images) == (video is not None):
+        raise click.UsageError("give photos or --video FILE (one of them)")
+    if video is not None:
+        with ProductSearch.open(catalog, threads=threads) as search:
+            added = search.add_product_from_video(product_id, video, name=name, max_frames=max_frames)
+        if as_json:
+            emit_json(added.to_dict())
+            return
+        frames = added.keyframes
+        left_out = ", ".join(f"{count} {reason}" for reason, count in frames.counts().items()) or "none"
+        click.echo(f"added {len(added.image_keys)} frame(s) of {frames.frames_read} to "
+                   f"{'new' if added.new_product else 'existing'} product {product_id} "
+                   f"(frames {', '.join(map(str, frames.kept))}); left out: {left_out}")
+        return
     with ProductSearch.open(catalog, threads=threads) as search:
         known = any(product.id == product_id for product in search.products())
         keys = search.add_images(product_id, list(images)) if known else search.add_product(product_id, list(images), name=name)

@@ -5,9 +5,12 @@ motion-blurred, most near-copies of their neighbours. Adding them all would
 bloat the catalog and weigh one view many times. So:
 
 1. Sharpness is the variance of the Laplacian of a fixed-size grey copy. It
-   is judged against the video's own sharpest frames (its 90th percentile),
-   since what counts as sharp depends on the camera and the scene: a frame
-   below `blur_ratio` of that is "blurred".
+   is judged against the video's own sharp frames nearby (the 90th
+   percentile within about a second), since what counts as sharp depends on
+   the camera, the light and the side of the product in view (a plain side
+   has few edges however steady the hand): a frame below `blur_ratio` of
+   its neighbourhood is "blurred" - motion blur is a dip, not a level - and
+   so is one below half that share of the whole video's sharp frames.
 2. Every frame is embedded with the catalog's model; among the sharp ones,
    greedy farthest-point selection starts from the sharpest frame and keeps
    adding the frame least like those kept, until the next one is within
@@ -108,10 +111,12 @@ def select_keyframes(
         source.close()
     matrix = np.concatenate(vectors)
     scores_arr = np.asarray(scores)
-    reference = float(np.percentile(scores_arr, 90))
-    if reference <= 0:
+    reference = _local_reference(scores_arr, half=max(3, round((source.fps or 30.0) / 2 / step)))
+    if not np.any(reference > 0):
         raise NoUsableFramesError(f"video {video}: every frame is blank (no edges at all)")
-    sharp = scores_arr >= blur_ratio * reference
+    # ... and a floor from the whole video, for a stretch that is blurred throughout.
+    floor = 0.5 * blur_ratio * float(np.percentile(scores_arr, 90))
+    sharp = (scores_arr >= blur_ratio * reference) & (scores_arr >= floor) & (scores_arr > 0)
     for position in np.flatnonzero(~sharp):
         rejected[indexes[position]] = "blurred"
     chosen = _farthest_points(matrix, np.flatnonzero(sharp), scores_arr, max_frames, min_distance, rejected, indexes)
@@ -123,8 +128,13 @@ def select_keyframes(
         vectors=matrix[chosen],
         rejected=rejected,
         unreadable=source.corrupt_frames,
-        sharpness={indexes[p]: float(scores_arr[p] / reference) for p in chosen},
+        sharpness={indexes[p]: float(scores_arr[p] / reference[p]) for p in chosen},
     )
+
+
+def _local_reference(scores: np.ndarray, *, half: int) -> np.ndarray:
+    """Per frame, the 90th percentile of the sharpness of the frames within `half` of it."""
+    return np.array([np.percentile(scores[max(0, i - half):i + half + 1], 90) for i in range(len(scores))])
 
 
 def _farthest_points(vectors, candidates, scores, max_frames, min_distance, rejected, indexes) -> list[int]:
