@@ -119,16 +119,21 @@ class Embedder:
         for image in images:
             pending.append(self.preprocess(image))
             if len(pending) == self.batch_size:
-                chunks.append(self.embed_batch(np.stack(pending)))
+                chunks.append(self.embed_batch(_batch(pending)))
                 pending = []
         if pending:
-            chunks.append(self.embed_batch(np.stack(pending)))
+            chunks.append(self.embed_batch(_batch(pending)))
         if not chunks:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
 
     def __repr__(self) -> str:
         return f"Embedder({str(self.path)!r}, model_id={self.model_id!r}, dim={self.dim}, {self.spec.quantization})"
+
+
+def _batch(images: list[np.ndarray]) -> np.ndarray:
+    # A camera frame comes one at a time: a view of it, not a copy (np.stack copies even one image).
+    return images[0][None] if len(images) == 1 else np.stack(images)
 
 
 def _check_normalised(vectors: np.ndarray) -> None:
