@@ -64,7 +64,7 @@ def _quiet_opencv():
     """Silence OpenCV's own warnings while probing a source: a failed open is reported as one clear error."""
     try:
         previous = cv2.utils.logging.getLogLevel()
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR - 1)  # SILENT
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     except AttributeError:  # builds without the logging utilities
         yield
         return
