@@ -411,8 +411,13 @@ class Catalog:
                     cutoff = np.maximum(cutoff, part[:, -1])
             keys = np.concatenate([base_keys, delta_keys], axis=1)
             scores = np.concatenate([base_scores, delta_scores], axis=1)
+            # An i8/f16 base ranks its candidates approximately: rescore them on the stored float32 vectors,
+            # so scores (and the threshold that judges them) do not depend on the base's scalar type.
+            rescore = state.manifest.vector_dtype != "f32" and base_keys.shape[1] > 0
             with self._read_mutex:
-                rows = store.lookup(self._read, keys[keys >= 0])
+                rows = store.lookup(self._read, keys[keys >= 0], vectors=rescore)
+            if rescore:
+                scores[:, :base_keys.shape[1]] = _exact_scores(base_keys, base_scores, rows, queries[pending])
             exhausted = fetch >= base_count and fetch >= len(state.delta)
             still = []
             for row, query in enumerate(pending):
@@ -496,6 +501,16 @@ class Catalog:
     def __repr__(self) -> str:
         mode = "readonly" if self.readonly else "writer"
         return f"Catalog({str(self.folder)!r}, {mode}, model_id={self.model_id!r})"
+
+
+def _exact_scores(keys: np.ndarray, approximate: np.ndarray, rows: dict, queries: np.ndarray) -> np.ndarray:
+    """Cosine of each query with its candidates' stored vectors (unit length); -inf where a key is gone."""
+    exact = np.full(approximate.shape, -np.inf, dtype=np.float32)
+    for r, c in zip(*np.nonzero(keys >= 0)):
+        row = rows.get(int(keys[r, c]))
+        if row is not None and np.isfinite(approximate[r, c]):
+            exact[r, c] = float(np.frombuffer(row.vector, dtype=np.float32) @ queries[r])
+    return exact
 
 
 def _group_by_product(keys: np.ndarray, scores: np.ndarray, rows: dict, k: int) -> list[Match]:

@@ -50,6 +50,7 @@ class ImageRow:
     key: int
     product_id: str
     name: str
+    vector: bytes | None = None  # float32 bytes, when asked for
 
 
 def connect(folder: Path, *, readonly: bool, create: bool = False) -> sqlite3.Connection:
@@ -187,19 +188,20 @@ def retire_tombstones(conn: sqlite3.Connection, *, below_generation: int) -> Non
     conn.execute("DELETE FROM tombstones WHERE generation < ?", (below_generation,))
 
 
-def lookup(conn: sqlite3.Connection, keys: Iterable[int]) -> dict[int, ImageRow]:
-    """Product and name of each live image key; removed keys are absent."""
+def lookup(conn: sqlite3.Connection, keys: Iterable[int], *, vectors: bool = False) -> dict[int, ImageRow]:
+    """Product and name (and with `vectors`, the stored vector) of each live image key; removed keys are absent."""
     keys = list(dict.fromkeys(int(k) for k in keys))
     found: dict[int, ImageRow] = {}
+    column = "i.vector" if vectors else "NULL"
     for start in range(0, len(keys), _LOOKUP_CHUNK):
         chunk = keys[start:start + _LOOKUP_CHUNK]
         marks = ",".join("?" * len(chunk))
-        for key, product_id, name in conn.execute(
-            f"SELECT i.key, i.product_id, p.name FROM images i JOIN products p ON p.id = i.product_id "
+        for key, product_id, name, vector in conn.execute(
+            f"SELECT i.key, i.product_id, p.name, {column} FROM images i JOIN products p ON p.id = i.product_id "
             f"WHERE i.key IN ({marks})",
             chunk,
         ):
-            found[key] = ImageRow(key, product_id, name)
+            found[key] = ImageRow(key, product_id, name, vector)
     return found
 
 

@@ -648,3 +648,21 @@ def test_search_is_safe_while_another_thread_adds(tmp_path):
     results = catalog.search(vectors, k=1)
     assert [r[0].product_id for r in results] == [f"p{i:03d}" for i in range(80)]
     catalog.close()
+
+
+@pytest.mark.parametrize("dtype", ["i8", "f16"])
+def test_quantized_base_reports_exact_cosine_scores(tmp_path, dtype):
+    """An i8/f16 base only finds candidates: scores are cosine on the stored float32 vectors, as with f32."""
+    vectors = unit_vectors(400, 48, seed=3)
+    queries = unit_vectors(20, 48, seed=4)
+    results = {}
+    for kind in ("f32", dtype):
+        with Catalog.create(tmp_path / kind, model_id="m", dim=48, vector_dtype=kind, compact_at=1 << 20) as catalog:
+            for product in range(100):
+                catalog.add(f"p{product}", vectors[4 * product:4 * product + 4])
+            catalog.compact()
+            results[kind] = catalog.search(queries, k=3)
+    for query, f32_matches, quantized_matches in zip(queries, results["f32"], results[dtype]):
+        for match in quantized_matches:  # keys are 1, 2, ... in insertion order
+            assert match.score == pytest.approx(float(vectors[match.image_key - 1] @ query), abs=1e-5)
+        assert quantized_matches[0].product_id == f32_matches[0].product_id
