@@ -233,7 +233,10 @@ class Watch:
     def close(self) -> None:
         """Release the source (needed only when the watch was never run to its end)."""
         self.stop()
-        self._reader.stop() if self._started else self._source.close()
+        if self._started:
+            self._reader.stop()  # the reader releases the source when it ends
+        else:
+            self._source.close()
 
     def __enter__(self) -> "Watch":
         return self
