@@ -37,6 +37,7 @@ from snapmatch.sdk.manifest import read_manifest
 
 MODULE = "snapmatch.benchmarks.scale"
 RECALL_K = 10
+CANDIDATES = 40  # what Catalog.search fetches from the base for k=10 (max(4k, 16))
 CHILD_TIMEOUT_S = 3600
 
 
@@ -64,7 +65,8 @@ def run(
     dim: int = 576,
     vector_dtype: str = "f32",
     expansion_add: int | None = None,
-    expansion_search: int | None = None,
+    connectivity: int | None = None,
+    expansion_search: Sequence[int] | int | None = None,
     queries: int = 1000,
     open_repeats: int = 3,
     adds: int = 20,
@@ -77,42 +79,59 @@ def run(
     """Measure a catalog of each size under `folder` (a temporary folder, removed after, when None).
 
     exact_below: the catalog size up to which search is exact (default: Catalog's).
+    expansion_search: one value, or several to sweep: the search is measured at each
+    (the first is stored in the manifest; each result lists the others under "sweep").
     """
+    sweep = [expansion_search] if isinstance(expansion_search, int) else list(expansion_search or [])
     log = log or (lambda message: None)
     if queries < 2 or open_repeats < 1 or adds < 1:
         raise ValueError("queries must be at least 2, open_repeats and adds at least 1")
     if folder is None:
         with tempfile.TemporaryDirectory(prefix="snapmatch-scale-") as tmp:
             return run(sizes, tmp, dim=dim, vector_dtype=vector_dtype, expansion_add=expansion_add,
-                       expansion_search=expansion_search, queries=queries, open_repeats=open_repeats, adds=adds,
+                       connectivity=connectivity, expansion_search=sweep, queries=queries, open_repeats=open_repeats, adds=adds,
                        threads=threads, reuse=False, keep=False, exact_below=exact_below, log=log)
     folder = Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     results = []
     for size in sizes:
         spec = SyntheticSpec(size=int(size), dim=dim, vector_dtype=vector_dtype, expansion_add=expansion_add,
-                             distribution="profile")
+                             connectivity=connectivity, distribution="profile")
         catalog = folder / spec.name
         facts = ensure_catalog(catalog, spec, reuse=reuse, log=log)
-        if expansion_search is not None:
-            _set_expansion_search(catalog, expansion_search)
+        if sweep:
+            _set_expansion_search(catalog, sweep[0])
         log(f"{spec.name}: timing open x{open_repeats} (fresh processes)")
         opened = _open(catalog, spec, open_repeats, threads)
         log(f"{spec.name}: {queries} searches, exact numpy baseline and recall (fresh process)")
         queries_file, structure = _prepare_queries(catalog, spec, queries)
-        searched = _child_run({"folder": str(catalog), "spec": spec.__dict__, "queries": str(queries_file),
-                               "threads": threads, "exact_below": exact_below})
+        request = {"folder": str(catalog), "spec": spec.__dict__, "queries": str(queries_file), "threads": threads,
+                   "exact_below": exact_below}
+        searched = _child_run(request)
+        searched["sweep"] = [_sweep_point(searched, read_manifest(catalog).expansion_search)]
+        for value in sweep[1:]:
+            log(f"{spec.name}: searches at expansion_search={value}")
+            searched["sweep"].append(_sweep_point(_child_run({**request, "expansion_search": value}), value))
         log(f"{spec.name}: {adds} durable adds, compact, remove, compact")
         changed = _add_and_compact(catalog, spec, adds, threads)
         results.append({
             "size": spec.size, "dim": dim, "vector_dtype": vector_dtype, "catalog": str(catalog),
             "expansion_search": read_manifest(catalog).expansion_search,
+            "connectivity": read_manifest(catalog).base.connectivity,
             "build": facts, "open": opened, **searched, **changed, "neighbour_structure": structure,
         })
         if not keep:
             shutil.rmtree(catalog, ignore_errors=True)
             build_record(catalog).unlink(missing_ok=True)
     return results
+
+
+def _sweep_point(searched: dict, expansion_search: int) -> dict:
+    return {"expansion_search": expansion_search, "index_p50_ms": searched["search_index_ms"]["p50"],
+            "index_p99_ms": searched["search_index_ms"]["p99"], "recall_at_10": searched["recall_at_10"],
+            "rescored_p50_ms": searched["search_rescored_ms"]["p50"],
+            "recall_at_10_rescored": searched["recall_at_10_rescored"],
+            "catalog_p50_ms": searched["search_catalog_ms"]["p50"]}
 
 
 def _set_expansion_search(catalog: Path, value: int) -> None:
@@ -211,6 +230,8 @@ def _child(request: dict) -> dict:
     after_open = open_time._memory()
     queries = np.load(request["queries"])
     base = catalog._state.base
+    if request.get("expansion_search"):
+        base.expansion_search = int(request["expansion_search"])  # this process only; the manifest is unchanged
     index_ms, catalog_ms, found = [], [], []
     for query in queries:
         start = time.perf_counter()
@@ -221,6 +242,7 @@ def _child(request: dict) -> dict:
         start = time.perf_counter()
         catalog.search(query[None], 5)
         catalog_ms.append(1e3 * (time.perf_counter() - start))
+    rescored_ms, rescored = _rescored_search(catalog, base, queries, threads)
     after_search = open_time._memory()
     catalog.close()
 
@@ -234,6 +256,7 @@ def _child(request: dict) -> dict:
         exact_ms.append(1e3 * (time.perf_counter() - start))
         truth.append(top + 1)  # synthetic catalogs number their images 1, 2, ...
     hits = [len(set(f.tolist()) & set(t.tolist())) / RECALL_K for f, t in zip(found, truth)]
+    rescored_hits = [len(set(f.tolist()) & set(t.tolist())) / RECALL_K for f, t in zip(rescored, truth)]
     half = len(queries) // 2
     top1 = [len(f) > 0 and f[0] == t[0] for f, t in zip(found, truth)]
     index = percentiles(index_ms)
@@ -247,10 +270,32 @@ def _child(request: dict) -> dict:
         "recall_at_10_near_copies": float(np.mean(hits[:half])),
         "recall_at_10_new_photos": float(np.mean(hits[half:])),
         "top1_agrees_with_exact": float(np.mean(top1)),
+        "search_rescored_ms": percentiles(rescored_ms),
+        "recall_at_10_rescored": float(np.mean(rescored_hits)),
         "exact_search_in_usearch": bool(len(base) <= catalog.exact_below),
         "rss_mb": {"before_open": before, "after_open": after_open, "after_searches": after_search},
         "queries": len(queries),
     }
+
+
+def _rescored_search(catalog, base, queries: np.ndarray, threads: int) -> tuple[list[float], list[np.ndarray]]:
+    """What Catalog.search does for k=10: CANDIDATES from the base, rescored on their stored float32 vectors."""
+    from snapmatch.sdk import store
+
+    conn = store.connect(catalog.folder, readonly=True)
+    times, found = [], []
+    try:
+        for query in queries:
+            start = time.perf_counter()
+            result = base.search(query, CANDIDATES, threads=threads, exact=len(base) <= catalog.exact_below)
+            keys = np.asarray(result.keys, dtype=np.int64)
+            rows = store.lookup(conn, keys, vectors=True)
+            stored = np.stack([np.frombuffer(rows[int(k)].vector, dtype=np.float32) for k in keys])
+            found.append(keys[np.argsort(-(stored @ query), kind="stable")[:RECALL_K]])
+            times.append(1e3 * (time.perf_counter() - start))
+    finally:
+        conn.close()
+    return times, found
 
 
 # --- report ---------------------------------------------------------------------------------
@@ -260,6 +305,7 @@ def format_table(results: list[dict]) -> str:
     lines = [
         f"{'vectors':>9} {'build s':>8} {'base MB':>8} {'db MB':>7} {'open ms':>8} "
         f"{'usearch p50/p99 ms':>19} {'catalog p50':>11} {'numpy p50':>10} {'speedup':>8} {'recall@10':>9} "
+        f"{'rescored':>8} "
         f"{'RSS +open':>9} {'+searches anon/file MB':>22} {'add p50/p99 ms':>15} {'compact s':>9}"
     ]
     for r in results:
@@ -273,10 +319,19 @@ def format_table(results: list[dict]) -> str:
             f"{b['sqlite_bytes'] / 1e6:>7.1f} {r['open']['open_ms']['median']:>8.2f} "
             f"{r['search_index_ms']['p50']:>9.3f}/{r['search_index_ms']['p99']:<9.3f} "
             f"{r['search_catalog_ms']['p50']:>11.3f} {r['search_exact_numpy_ms']['p50']:>10.2f} "
-            f"{r['speedup_vs_exact_p50']:>7.1f}x {r['recall_at_10']:>9.4f} "
+            f"{r['speedup_vs_exact_p50']:>7.1f}x {r['recall_at_10']:>9.4f} {r['recall_at_10_rescored']:>8.4f} "
             f"{opened:>9.1f} {anon:>10.1f}/{file:<11.1f} {r['add_ms']['p50']:>7.2f}/{r['add_ms']['p99']:<7.2f} "
             f"{r['compact_after_adds_s']:>9.2f}" + (" (exact)" if r["exact_search_in_usearch"] else "")
         )
+    sweeps = [r for r in results if len(r.get("sweep", [])) > 1]
+    if sweeps:
+        lines.append(f"\n{'vectors':>9} {'expansion_search':>16} {'usearch p50':>11} {'p99':>7} {'recall@10':>9} "
+                     f"{'rescored p50':>12} {'recall@10':>9} {'catalog p50':>11}")
+        for r in sweeps:
+            for p in r["sweep"]:
+                lines.append(f"{r['size']:>9} {p['expansion_search']:>16} {p['index_p50_ms']:>11.3f} "
+                             f"{p['index_p99_ms']:>7.3f} {p['recall_at_10']:>9.4f} {p['rescored_p50_ms']:>12.3f} "
+                             f"{p['recall_at_10_rescored']:>9.4f} {p['catalog_p50_ms']:>11.3f}")
     if len(results) > 1:
         small, large = results[0], results[-1]
         ratio = large["open"]["open_ms"]["median"] / small["open"]["open_ms"]["median"]

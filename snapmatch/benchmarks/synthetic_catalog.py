@@ -15,8 +15,6 @@ from those rows exactly as it would on a device. insert="api" goes through
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import json
 import math
 import os
@@ -30,7 +28,7 @@ from typing import Iterator
 import numpy as np
 
 from snapmatch.benchmarks.embedding_profile import load_default
-from snapmatch.sdk import base_index, store
+from snapmatch.sdk import store
 from snapmatch.sdk.catalog import Catalog
 from snapmatch.sdk.errors import SnapmatchError
 from snapmatch.sdk.manifest import read_manifest
@@ -51,7 +49,8 @@ class SyntheticSpec:
     clusters: int = 1000  # random unit centres the products gather around
     seed: int = 0
     vector_dtype: str = "f32"  # the base's usearch scalar kind
-    expansion_add: int | None = None  # usearch build effort; None: the library's default
+    expansion_add: int | None = None  # usearch build effort; None: snapmatch's default
+    connectivity: int | None = None  # usearch graph degree; None: snapmatch's default
     insert: str = "bulk"  # "bulk" (SQLite transactions) or "api" (Catalog.add per product; its automatic
     #                       compactions then count as insert time)
     distribution: str = "clusters"  # or "profile": like the default model's real embeddings
@@ -63,6 +62,7 @@ class SyntheticSpec:
     @property
     def name(self) -> str:
         ea = "" if self.expansion_add is None else f"-ea{self.expansion_add}"
+        ea += "" if self.connectivity is None else f"-m{self.connectivity}"
         return (
             f"n{self.size}-d{self.dim}-{self.vector_dtype}{ea}-ipp{self.images_per_product}"
             f"-c{self.clusters}-s{self.seed}-{self.insert}" + ("" if self.distribution == "clusters" else "-profile")
@@ -113,24 +113,6 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-@contextlib.contextmanager
-def _expansion_add(value: int | None):
-    """Build bases with a lower (or higher) usearch expansion_add than the library's default.
-
-    Benchmark-only: open time is about mapping the file, whose size and layout
-    do not depend on expansion_add; only the graph's quality does.
-    """
-    if value is None:
-        yield
-        return
-    original = base_index.new_index
-    base_index.new_index = functools.partial(original, expansion_add=value)
-    try:
-        yield
-    finally:
-        base_index.new_index = original
-
-
 def build(folder: str | os.PathLike, spec: SyntheticSpec, *, model: str | os.PathLike | None = None,
           threads: int = 0, log=None) -> dict:
     """Create the catalog `folder` (must not exist yet), fill it and compact it; returns build facts.
@@ -158,8 +140,7 @@ def build(folder: str | os.PathLike, spec: SyntheticSpec, *, model: str | os.Pat
         insert_s = time.perf_counter() - t0
         log(f"{spec.name}: inserted in {insert_s:.1f} s; building the base (compact)")
         t0 = time.perf_counter()
-        with _expansion_add(spec.expansion_add):
-            catalog.compact()
+        catalog.compact()
         base_build_s = time.perf_counter() - t0
         log(f"{spec.name}: base built in {base_build_s:.1f} s")
     finally:
@@ -168,11 +149,8 @@ def build(folder: str | os.PathLike, spec: SyntheticSpec, *, model: str | os.Pat
     base = manifest.base
     if base is None or base.count != spec.size:
         raise RuntimeError(f"{folder}: expected a base of {spec.size} vectors, the manifest says {base}")
-    if spec.expansion_add is not None and base.expansion_add != spec.expansion_add:
-        raise RuntimeError(
-            f"{folder}: the base was built with expansion_add={base.expansion_add}, not {spec.expansion_add}: "
-            "Catalog.compact no longer builds through base_index.new_index"
-        )
+    if (base.expansion_add, base.connectivity) != (manifest.expansion_add, manifest.connectivity):
+        raise RuntimeError(f"{folder}: the base was not built with the manifest's graph settings: {base}")
     facts = {
         "spec": asdict(spec),
         "model": str(Path(model).resolve()) if model is not None else None,
@@ -193,14 +171,19 @@ def build(folder: str | os.PathLike, spec: SyntheticSpec, *, model: str | os.Pat
 
 def _create(folder: Path, spec: SyntheticSpec, *, model, threads: int) -> Catalog:
     if model is None:
-        return Catalog.create(folder, model_id=MODEL_ID, dim=spec.dim, vector_dtype=spec.vector_dtype, threads=threads)
-    from snapmatch.sdk.product_search import ProductSearch
+        catalog = Catalog.create(folder, model_id=MODEL_ID, dim=spec.dim, vector_dtype=spec.vector_dtype,
+                                 threads=threads)
+    else:
+        from snapmatch.sdk.product_search import ProductSearch
 
-    search = ProductSearch.create(folder, model=model, vector_dtype=spec.vector_dtype, threads=threads)
-    if search.catalog.dim != spec.dim:
-        search.close()
-        raise ValueError(f"model {model} makes {search.catalog.dim}-d embeddings, the benchmark asks for {spec.dim}")
-    return search.catalog
+        catalog = ProductSearch.create(folder, model=model, vector_dtype=spec.vector_dtype, threads=threads).catalog
+        if catalog.dim != spec.dim:
+            catalog.close()
+            raise ValueError(f"model {model} makes {catalog.dim}-d embeddings, the benchmark asks for {spec.dim}")
+    graph = {"expansion_add": spec.expansion_add, "connectivity": spec.connectivity}
+    if any(value is not None for value in graph.values()):
+        catalog.update_manifest(**{name: value for name, value in graph.items() if value is not None})
+    return catalog
 
 
 def _bulk_insert(folder: Path, spec: SyntheticSpec) -> None:

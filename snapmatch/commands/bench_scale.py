@@ -24,6 +24,16 @@ def parse_sizes(value: str, option: str = "--sizes") -> list[int]:
     return sorted(set(sizes))
 
 
+def _positive_ints(value: str, option: str) -> list[int]:
+    try:
+        found = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        found = []
+    if not found or min(found) < 1:
+        raise click.BadParameter(f"give positive integers separated by commas, not {value!r}", param_hint=option)
+    return found
+
+
 def _invocation() -> str:
     import shlex
     import sys
@@ -65,8 +75,11 @@ ea_option = click.option("--expansion-add", type=click.IntRange(min=1), default=
               help="Reuse catalogs built earlier in --folder with the same settings.")
 @dtype_option
 @ea_option
-@click.option("--expansion-search", type=click.IntRange(min=1), default=None,
-              help="usearch search effort stored in the catalogs' manifests (default: what they hold).")
+@click.option("--connectivity", type=click.IntRange(min=2), default=None,
+              help="usearch graph degree (default: snapmatch's).")
+@click.option("--expansion-search", default=None,
+              help="usearch search effort, e.g. 64, or 64,128,256 to sweep (the first is stored in the manifests; "
+                   "default: what they hold).")
 @click.option("--queries", type=click.IntRange(min=2), default=1000, show_default=True,
               help="Searches per size (half near-copies of stored photos, half new photos of stored products).")
 @click.option("--adds", type=click.IntRange(min=1), default=20, show_default=True, help="Durable add_product calls timed per size.")
@@ -74,8 +87,8 @@ ea_option = click.option("--expansion-add", type=click.IntRange(min=1), default=
               help="Threads for usearch and the numpy baseline (0: all cores).")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write scale curves as a PNG.")
 @json_option
-def scale(sizes, folder, reuse, vector_dtype, expansion_add, expansion_search, queries, adds, threads, plot,
-          as_json) -> None:
+def scale(sizes, folder, reuse, vector_dtype, expansion_add, connectivity, expansion_search, queries, adds, threads,
+          plot, as_json) -> None:
     """Build, open, search, add to and compact synthetic catalogs of growing size.
 
     Vectors have the default model's dimension and follow the profile of its
@@ -92,9 +105,10 @@ def scale(sizes, folder, reuse, vector_dtype, expansion_add, expansion_search, q
     from snapmatch.benchmarks import scale as bench
 
     chosen = parse_sizes(sizes)
+    sweep = _positive_ints(expansion_search, "--expansion-search") if expansion_search else None
     report = _header(_invocation())
     report["results"] = bench.run(chosen, folder, vector_dtype=vector_dtype, expansion_add=expansion_add,
-                                  expansion_search=expansion_search, queries=queries, adds=adds, threads=threads,
+                                  connectivity=connectivity, expansion_search=sweep, queries=queries, adds=adds, threads=threads,
                                   reuse=reuse, keep=folder is not None, log=_log)
     if plot:
         report["plot"] = str(bench.plot(report["results"], plot))

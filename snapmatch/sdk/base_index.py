@@ -20,7 +20,9 @@ from snapmatch.sdk.errors import CatalogCorruptError
 from snapmatch.sdk.fsutil import fsync_dir, fsync_file
 from snapmatch.sdk.manifest import BaseInfo
 
-CONNECTIVITY = 16
+# Graph degree of new catalogs. Measured on 100k vectors shaped like real embeddings (docs/BENCHMARKS.md):
+# 32 reaches a recall that 16 needs twice the search effort for, for ~10% more file per f32 vector.
+CONNECTIVITY = 32
 EXPANSION_ADD = 128
 # usearch 2.26's multi-threaded add can leave a few nodes that no search
 # reaches (unum-cloud/usearch#735): graphs are built on one thread.

@@ -97,10 +97,16 @@ class Catalog:
         threshold_source: str = "default",
         compact_at: int = 4096,
         expansion_search: int = 64,
+        connectivity: int = base_index.CONNECTIVITY,
+        expansion_add: int = base_index.EXPANSION_ADD,
         threads: int = 0,
         exact_below: int = 20_000,
     ) -> "Catalog":
-        """Create an empty catalog in `folder` (new or without a manifest) and open it for writing."""
+        """Create an empty catalog in `folder` (new or without a manifest) and open it for writing.
+
+        connectivity, expansion_add and expansion_search tune the HNSW graph of
+        catalogs larger than exact_below (see docs/BENCHMARKS.md, scale).
+        """
         folder = Path(folder)
         if vector_dtype not in VECTOR_DTYPES:
             raise ValueError(f"vector_dtype must be one of {VECTOR_DTYPES}, not {vector_dtype!r}")
@@ -120,6 +126,8 @@ class Catalog:
                 threshold_source=threshold_source,
                 compact_at=int(compact_at),
                 expansion_search=int(expansion_search),
+                connectivity=int(connectivity),
+                expansion_add=int(expansion_add),
             ),
         )
         return cls.open(folder, threads=threads, exact_below=exact_below)

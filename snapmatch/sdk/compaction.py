@@ -35,7 +35,8 @@ def build_next_base(
         or len(tombstones) > REBUILD_SHARE * max(old.count, 1)
     )
     if full:
-        index = base_index.new_index(manifest.dim, manifest.vector_dtype)
+        index = base_index.new_index(manifest.dim, manifest.vector_dtype, connectivity=manifest.connectivity,
+                                     expansion_add=manifest.expansion_add)
         for keys, vectors in store.iter_rows_upto(conn, high, manifest.dim):
             index.add(keys.astype(np.uint64), vectors, threads=base_index.BUILD_THREADS)
     else:  # patch a private copy of the current base: cost follows the change, not the catalog

@@ -40,6 +40,10 @@ class Manifest:
     metric: str = "cos"
     vector_dtype: str = "f32"  # usearch scalar kind of the base: f32, f16 or i8
     expansion_search: int = 64  # usearch does not save it in the file
+    # How the next full rebuild of the base builds its graph. The defaults are what catalogs written before
+    # these fields existed were built with; new catalogs record base_index's current defaults.
+    connectivity: int = 16
+    expansion_add: int = 128
     threshold: float = 0.5  # identify() accepts a best match scoring at least this
     threshold_source: str = "default"  # "model card", "calibrated" or "default"
     compact_at: int = 4096  # the writer compacts once the delta holds this many vectors
@@ -101,6 +105,8 @@ def _validate(manifest: Manifest) -> None:
         "metric": manifest.metric == "cos",
         "vector_dtype": manifest.vector_dtype in ("f32", "f16", "i8"),
         "expansion_search": is_int(manifest.expansion_search, 1),
+        "connectivity": is_int(manifest.connectivity, 2),
+        "expansion_add": is_int(manifest.expansion_add, 1),
         "threshold": isinstance(manifest.threshold, (int, float)) and not isinstance(manifest.threshold, bool)
         and -1.0 <= manifest.threshold <= 1.0 or manifest.threshold == float("inf"),
         "threshold_source": isinstance(manifest.threshold_source, str),

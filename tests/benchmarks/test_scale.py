@@ -45,6 +45,16 @@ def test_scale_measures_exact_and_graph_search(tmp_path):
     assert scale.plot(results, tmp_path / "scale.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_scale_sweeps_the_search_effort(tmp_path):
+    (result,) = scale.run([1500], tmp_path, queries=20, adds=1, open_repeats=1, exact_below=100, connectivity=8,
+                          expansion_search=[8, 64])
+    assert result["connectivity"] == 8 and result["expansion_search"] == 8  # the first value is stored
+    assert [p["expansion_search"] for p in result["sweep"]] == [8, 64]
+    low, high = result["sweep"]
+    assert high["recall_at_10"] >= low["recall_at_10"] - 0.02  # more effort never loses much recall
+    assert "expansion_search" in scale.format_table([result])
+
+
 def test_scale_reuses_an_earlier_build_of_the_same_spec(tmp_path):
     first = scale.run([600], tmp_path, queries=4, adds=1, open_repeats=1)
     again = scale.run([600], tmp_path, queries=4, adds=1, open_repeats=1)

@@ -13,6 +13,7 @@ reference is measured and must stay above stated floors.
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 from dataclasses import dataclass
@@ -21,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from snapmatch.sdk import store
+from snapmatch.sdk import base_index, store
+from snapmatch.sdk.manifest import read_manifest
 from snapmatch.sdk.catalog import Catalog
 from snapmatch.sdk.errors import (
     CatalogClosedError,
@@ -666,3 +668,29 @@ def test_quantized_base_reports_exact_cosine_scores(tmp_path, dtype):
         for match in quantized_matches:  # keys are 1, 2, ... in insertion order
             assert match.score == pytest.approx(float(vectors[match.image_key - 1] @ query), abs=1e-5)
         assert quantized_matches[0].product_id == f32_matches[0].product_id
+
+
+def test_graph_settings_are_the_catalogs_own(tmp_path):
+    """connectivity/expansion_add live in the manifest and every rebuild of the base follows them."""
+    vectors = unit_vectors(60, 16, seed=5)
+    with Catalog.create(tmp_path / "c", model_id="m", dim=16, connectivity=8, expansion_add=20) as catalog:
+        for product in range(20):
+            catalog.add(f"p{product}", vectors[3 * product:3 * product + 3])
+        catalog.compact(rebuild=True)
+    manifest = read_manifest(tmp_path / "c")
+    assert (manifest.connectivity, manifest.expansion_add) == (8, 20)
+    assert (manifest.base.connectivity, manifest.base.expansion_add) == (8, 20)
+    with Catalog.create(tmp_path / "d", model_id="m", dim=16) as catalog:
+        assert (read_manifest(tmp_path / "d").connectivity, read_manifest(tmp_path / "d").expansion_add) == (
+            base_index.CONNECTIVITY, base_index.EXPANSION_ADD)
+
+
+def test_a_manifest_from_before_graph_settings_reads_as_what_it_was_built_with(tmp_path):
+    with Catalog.create(tmp_path / "old", model_id="m", dim=16):
+        pass
+    path = tmp_path / "old" / "manifest.json"
+    raw = json.loads(path.read_text())
+    del raw["connectivity"], raw["expansion_add"]
+    path.write_text(json.dumps(raw))
+    manifest = read_manifest(tmp_path / "old")
+    assert (manifest.connectivity, manifest.expansion_add) == (16, 128)
