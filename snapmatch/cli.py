@@ -2,7 +2,8 @@
 
 Errors are turned into one line on stderr and a non-zero exit code here, in
 one place: 1 for a failure, 2 for a usage error (click), 3 for a bulk job that
-finished but skipped some inputs, 130 for Ctrl-C.
+finished but skipped some inputs, 130 for Ctrl-C (`watch` ends on Ctrl-C by design:
+it prints its summary and exits 0).
 """
 
 from __future__ import annotations

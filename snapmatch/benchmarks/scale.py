@@ -33,6 +33,7 @@ import numpy as np
 from snapmatch.benchmarks import open_time
 from snapmatch.benchmarks.embedding_profile import load_default, neighbour_stats
 from snapmatch.benchmarks.synthetic_catalog import SyntheticSpec, build, build_record, clustered_chunks, load_build
+from snapmatch.sdk import base_index
 from snapmatch.sdk.manifest import read_manifest
 
 MODULE = "snapmatch.benchmarks.scale"
@@ -83,6 +84,9 @@ def run(
     (the first is stored in the manifest; each result lists the others under "sweep").
     """
     sweep = [expansion_search] if isinstance(expansion_search, int) else list(expansion_search or [])
+    # Explicit graph settings name the catalog folder: a later change of snapmatch's defaults must not reuse it.
+    connectivity = connectivity or base_index.CONNECTIVITY
+    expansion_add = expansion_add or base_index.EXPANSION_ADD
     log = log or (lambda message: None)
     if queries < 2 or open_repeats < 1 or adds < 1:
         raise ValueError("queries must be at least 2, open_repeats and adds at least 1")

@@ -90,3 +90,22 @@ class ImportSourceError(SnapmatchError):
 
 class CalibrationError(SnapmatchError):
     """No threshold reaches the target precision on the labelled photos given."""
+
+
+# --- video: cameras, files, streams, preview windows ---------------------------------------
+
+
+class VideoSourceError(SnapmatchError):
+    """A camera, video file or stream cannot be opened, or was lost and could not be reconnected."""
+
+
+class RegionError(SnapmatchError, ValueError):
+    """A region of interest is malformed or does not fit inside the video's frames."""
+
+
+class DisplayError(SnapmatchError):
+    """A preview window was asked for, but this process has no display (or OpenCV has no GUI)."""
+
+
+class NoUsableFramesError(SnapmatchError):
+    """A video holds no frame sharp and readable enough to add to the catalog."""

@@ -28,7 +28,7 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from snapmatch.sdk.video_errors import VideoSourceError  # noqa: E402
+from snapmatch.sdk.errors import VideoSourceError  # noqa: E402
 
 log = logging.getLogger("snapmatch.watch")
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from snapmatch.sdk.embedder import Embedder
 from snapmatch.sdk.frames import FileSource
-from snapmatch.sdk.video_errors import NoUsableFramesError
+from snapmatch.sdk.errors import NoUsableFramesError
 
 SHARPNESS_WIDTH = 320  # frames are scaled to this width before measuring, so any resolution compares alike
 MAX_ANALYSED = 600  # a longer video is sampled evenly down to this many frames

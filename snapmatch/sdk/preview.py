@@ -14,7 +14,7 @@ import sys
 import cv2
 import numpy as np
 
-from snapmatch.sdk.video_errors import DisplayError
+from snapmatch.sdk.errors import DisplayError
 from snapmatch.sdk.watch import Region, WatchStep
 
 WINDOW = "snapmatch watch"

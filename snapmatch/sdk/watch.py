@@ -23,7 +23,7 @@ import numpy as np
 from snapmatch.sdk.frames import Backoff, Frame, FrameReader, open_source
 from snapmatch.sdk.motion import MotionGate
 from snapmatch.sdk.types import Match
-from snapmatch.sdk.video_errors import RegionError, VideoSourceError
+from snapmatch.sdk.errors import RegionError, VideoSourceError
 from snapmatch.sdk.voting import Voter, VotingConfig, WatchEvent
 
 if TYPE_CHECKING:

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from snapmatch.sdk.product_search import ProductSearch
-from snapmatch.sdk.video_errors import RegionError
+from snapmatch.sdk.errors import RegionError
 from tests.video_factory import (FPS, build_demo_catalog, corrupt_frames, counter_sequence, demo_photos, empty, held,
                                  write_video)
 

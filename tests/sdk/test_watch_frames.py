@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from snapmatch.sdk.frames import Backoff, Frame, FrameReader, FrameSlot, open_source, redact
-from snapmatch.sdk.video_errors import VideoSourceError
+from snapmatch.sdk.errors import VideoSourceError
 from tests.video_factory import corrupt_frames, counter_sequence, empty, write_video
 
 FAST = Backoff(initial_s=0.01, maximum_s=0.02, attempts=3)

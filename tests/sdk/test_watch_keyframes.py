@@ -8,7 +8,7 @@ import pytest
 
 from snapmatch.sdk.keyframes import select_keyframes, sharpness
 from snapmatch.sdk.product_search import ProductSearch
-from snapmatch.sdk.video_errors import VideoSourceError
+from snapmatch.sdk.errors import VideoSourceError
 from tests.video_factory import DEMO_DIR, build_demo_catalog, demo_photos, held, render, write_video
 
 OTHERS = ["arla-standard-milk", "oatly-oat-milk", "god-morgon-orange-juice", "red-bell-pepper",
