@@ -58,12 +58,20 @@ class ProductSearch:
         threads: int | None = None,
         vector_dtype: str = "f32",
         compact_at: int = 4096,
+        connectivity: int | None = None,
+        expansion_add: int | None = None,
+        expansion_search: int = 64,
     ) -> "ProductSearch":
         """Create an empty catalog that uses `model` (default: the shipped model), opened for writing.
 
         The catalog keeps its own copy of the model, so it stays usable after
-        snapmatch or the model file changes.
+        snapmatch or the model file changes. vector_dtype "i8" (or "f16") makes
+        search of a large catalog faster and its base file smaller; scores stay
+        exact. connectivity, expansion_add and expansion_search tune the
+        search graph of large catalogs (default: snapmatch's; docs/BENCHMARKS.md).
         """
+        graph = {name: value for name, value in (("connectivity", connectivity), ("expansion_add", expansion_add))
+                 if value is not None}
         folder = Path(folder)
         embedder = Embedder(model if model is not None else default_model_path(), threads=threads)
         spec = embedder.spec
@@ -80,6 +88,8 @@ class ProductSearch:
             threshold_source="model card" if spec.default_threshold is not None else "default",
             compact_at=compact_at,
             threads=_usearch_threads(threads),
+            expansion_search=expansion_search,
+            **graph,
         )
         return cls(catalog, embedder)
 

@@ -440,3 +440,14 @@ def test_match_is_a_small_readable_result(search):
     assert set(match.to_dict()) == {"product_id", "name", "score", "image_key"}
     assert repr(match).startswith("Match('product-0', score=")
     assert -1.0 - TOL <= match.score <= 1.0 + TOL
+
+
+def test_create_takes_the_search_graph_settings(tmp_path, model_path):
+    from snapmatch.sdk.manifest import read_manifest
+
+    with snapmatch.ProductSearch.create(tmp_path / "c", model=model_path, vector_dtype="i8", connectivity=12,
+                                        expansion_add=40, expansion_search=99):
+        pass
+    manifest = read_manifest(tmp_path / "c")
+    assert (manifest.vector_dtype, manifest.connectivity, manifest.expansion_add, manifest.expansion_search) == (
+        "i8", 12, 40, 99)
