@@ -47,6 +47,7 @@ from typing import Sequence
 import numpy as np
 
 from snapmatch.benchmarks import pagecache
+from snapmatch.benchmarks.memory import status as _memory
 from snapmatch.benchmarks.synthetic_catalog import SyntheticSpec, build, load_build, sample_queries
 from snapmatch.sdk import store
 from snapmatch.sdk.manifest import MANIFEST, read_manifest
@@ -262,21 +263,6 @@ def _child(request: dict) -> dict:
     return {"open_ms": open_ms, "first_search_ms": times[0], "second_search_ms": times[1], "top1_hits": hits,
             "queries": len(queries),
             "before": before, "after_open": after_open, "after_search": after_search}
-
-
-def _memory() -> dict:
-    """Resident memory of this process in MB: total, anonymous, file-backed (None off Linux)."""
-    fields = {"VmRSS": "rss", "RssAnon": "anon", "RssFile": "file"}
-    found = dict.fromkeys(fields.values())
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                name, _, value = line.partition(":")
-                if name in fields:
-                    found[fields[name]] = int(value.split()[0]) / 1024
-    except OSError:
-        pass
-    return found
 
 
 # --- report ----------------------------------------------------------------------------

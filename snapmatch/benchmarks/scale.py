@@ -32,6 +32,7 @@ import numpy as np
 
 from snapmatch.benchmarks import open_time
 from snapmatch.benchmarks.embedding_profile import load_default, neighbour_stats
+from snapmatch.benchmarks.memory import status
 from snapmatch.benchmarks.synthetic_catalog import SyntheticSpec, build, build_record, clustered_chunks, load_build
 from snapmatch.sdk import base_index
 from snapmatch.sdk.manifest import read_manifest
@@ -228,10 +229,10 @@ def _child(request: dict) -> dict:
 
     spec = SyntheticSpec(**request["spec"])
     threads = request["threads"]
-    before = open_time._memory()
+    before = status()
     options = {} if request.get("exact_below") is None else {"exact_below": request["exact_below"]}
     catalog = Catalog.open(request["folder"], readonly=True, threads=threads, **options)
-    after_open = open_time._memory()
+    after_open = status()
     queries = np.load(request["queries"])
     base = catalog._state.base
     if request.get("expansion_search"):
@@ -247,7 +248,7 @@ def _child(request: dict) -> dict:
         catalog.search(query[None], 5)
         catalog_ms.append(1e3 * (time.perf_counter() - start))
     rescored_ms, rescored = _rescored_search(catalog, base, queries, threads)
-    after_search = open_time._memory()
+    after_search = status()
     catalog.close()
 
     vectors = np.concatenate([chunk for _, _, chunk in clustered_chunks(spec)])
