@@ -49,6 +49,18 @@ def percentiles(values_ms: Sequence[float]) -> dict:
             "p99": float(np.percentile(values, 99)), "mean": float(values.mean()), "count": int(len(values))}
 
 
+def catalog_spec(size: int, dim: int, *, vector_dtype: str = "f32", expansion_add: int | None = None,
+                 connectivity: int | None = None) -> SyntheticSpec:
+    """The synthetic catalog the scale and memory benchmarks use (shaped like real embeddings).
+
+    Graph settings are made explicit (snapmatch's defaults when None): they name the catalog's folder,
+    so a later change of the defaults never reuses a catalog built with the old ones.
+    """
+    return SyntheticSpec(size=int(size), dim=dim, vector_dtype=vector_dtype, distribution="profile",
+                         expansion_add=expansion_add or base_index.EXPANSION_ADD,
+                         connectivity=connectivity or base_index.CONNECTIVITY)
+
+
 def ensure_catalog(folder: Path, spec: SyntheticSpec, *, reuse: bool, log) -> dict:
     """The build facts of the catalog `folder` holding `spec`, building it unless an earlier build can be reused."""
     facts = load_build(folder, spec) if reuse else None
@@ -85,9 +97,6 @@ def run(
     (the first is stored in the manifest; each result lists the others under "sweep").
     """
     sweep = [expansion_search] if isinstance(expansion_search, int) else list(expansion_search or [])
-    # Explicit graph settings name the catalog folder: a later change of snapmatch's defaults must not reuse it.
-    connectivity = connectivity or base_index.CONNECTIVITY
-    expansion_add = expansion_add or base_index.EXPANSION_ADD
     log = log or (lambda message: None)
     if queries < 2 or open_repeats < 1 or adds < 1:
         raise ValueError("queries must be at least 2, open_repeats and adds at least 1")
@@ -100,8 +109,8 @@ def run(
     folder.mkdir(parents=True, exist_ok=True)
     results = []
     for size in sizes:
-        spec = SyntheticSpec(size=int(size), dim=dim, vector_dtype=vector_dtype, expansion_add=expansion_add,
-                             connectivity=connectivity, distribution="profile")
+        spec = catalog_spec(size, dim, vector_dtype=vector_dtype, expansion_add=expansion_add,
+                            connectivity=connectivity)
         catalog = folder / spec.name
         facts = ensure_catalog(catalog, spec, reuse=reuse, log=log)
         if sweep:

@@ -127,12 +127,13 @@ def scale(sizes, folder, reuse, vector_dtype, expansion_add, connectivity, expan
 @click.option("--reuse/--no-reuse", default=True, show_default=True)
 @dtype_option
 @ea_option
+@click.option("--connectivity", type=click.IntRange(min=2), default=None, help="usearch graph degree (default: snapmatch's).")
 @click.option("--model", type=click.Path(exists=True, dir_okay=False), default=None,
               help="ONNX model to load (default: the shipped model).")
 @click.option("--queries", type=click.IntRange(min=1), default=1000, show_default=True)
 @click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True)
 @json_option
-def memory(size, folder, reuse, vector_dtype, expansion_add, model, queries, threads, as_json) -> None:
+def memory(size, folder, reuse, vector_dtype, expansion_add, connectivity, model, queries, threads, as_json) -> None:
     """Peak resident memory of a process serving lookups from a large catalog.
 
     A fresh process loads the model, opens a synthetic catalog of SIZE
@@ -143,15 +144,14 @@ def memory(size, folder, reuse, vector_dtype, expansion_add, model, queries, thr
     snapmatch benchmark memory --size 1M --folder bench-catalogs
     """
     from snapmatch.benchmarks import memory as bench
-    from snapmatch.benchmarks.scale import ensure_catalog
-    from snapmatch.benchmarks.synthetic_catalog import SyntheticSpec
+    from snapmatch.benchmarks.scale import catalog_spec, ensure_catalog
     from snapmatch.benchmarks.bench_photos import load_photos
     from snapmatch.sdk.embedder import Embedder
     from snapmatch.sdk.product_search import default_model_path
 
     model_path = Path(model) if model else default_model_path()
-    spec = SyntheticSpec(size=parse_sizes(size, "--size")[0], dim=Embedder(model_path, threads=1).dim,
-                         vector_dtype=vector_dtype, expansion_add=expansion_add, distribution="profile")
+    spec = catalog_spec(parse_sizes(size, "--size")[0], Embedder(model_path, threads=1).dim,
+                        vector_dtype=vector_dtype, expansion_add=expansion_add, connectivity=connectivity)
     report = _header(_invocation())
     photos = load_photos()
     images = [str(photos.folder / name) for name in photos.names]
