@@ -1,4 +1,4 @@
-"""`snapmatch catalog ...`: create, add, import, remove, compact, info, calibrate, verify."""
+"""`snapmatch catalog ...`: create, add, import, remove, compact, info, tune, calibrate, verify."""
 
 from __future__ import annotations
 
@@ -173,6 +173,44 @@ def compact(catalog: Path, rebuild: bool, as_json: bool) -> None:
 
 @catalog.command()
 @catalog_path
+@click.option("--expansion-search", type=click.IntRange(min=1), default=None,
+              help="Search effort of the HNSW graph (catalogs above 20,000 images): higher finds more, slower.")
+@click.option("--connectivity", type=click.IntRange(min=2), default=None,
+              help="Graph degree used by the next full rebuild (`compact --rebuild`).")
+@click.option("--expansion-add", type=click.IntRange(min=1), default=None,
+              help="Build effort used by the next full rebuild.")
+@click.option("--compact-at", type=click.IntRange(min=1), default=None,
+              help="Merge recent additions into the base once they reach this many images.")
+@json_option
+def tune(catalog: Path, expansion_search, connectivity, expansion_add, compact_at, as_json: bool) -> None:
+    """Change how a catalog's index searches and rebuilds (durable; readers pick it up).
+
+    `snapmatch benchmark scale` measures what each setting costs and gains.
+
+    \b
+    snapmatch catalog tune my-catalog --expansion-search 128
+    snapmatch catalog tune my-catalog --connectivity 32 && snapmatch catalog compact my-catalog --rebuild
+    """
+    from snapmatch.sdk.catalog import Catalog
+
+    changes = {name: value for name, value in (("expansion_search", expansion_search), ("connectivity", connectivity),
+                                               ("expansion_add", expansion_add), ("compact_at", compact_at))
+               if value is not None}
+    if not changes:
+        raise click.UsageError("give at least one setting to change (see --help)")
+    with Catalog.open(catalog) as store:
+        store.update_manifest(**changes)
+        manifest = store.manifest
+    settings = {name: getattr(manifest, name) for name in ("expansion_search", "connectivity", "expansion_add",
+                                                            "compact_at")}
+    if as_json:
+        emit_json({"catalog": str(catalog), **settings})
+    else:
+        click.echo(f"{catalog}: " + ", ".join(f"{name} {value}" for name, value in settings.items()))
+
+
+@catalog.command()
+@catalog_path
 @click.option("--products", "list_products", is_flag=True, help="Also list every product.")
 @json_option
 def info(catalog: Path, list_products: bool, as_json: bool) -> None:
@@ -192,6 +230,9 @@ def info(catalog: Path, list_products: bool, as_json: bool) -> None:
             "vector_dtype": manifest.vector_dtype,
             "threshold": manifest.threshold,
             "threshold_source": manifest.threshold_source,
+            "connectivity": manifest.connectivity,
+            "expansion_add": manifest.expansion_add,
+            "expansion_search": manifest.expansion_search,
             **store.stats(),
         }
         if list_products:

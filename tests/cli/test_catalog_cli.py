@@ -183,3 +183,15 @@ def test_help_of_every_command_has_an_example():
         result = run(*args, "--help")
         assert result.exit_code == 0
         assert "snapmatch catalog" in result.output
+
+
+def test_tune_changes_search_and_rebuild_settings_durably(tmp_path, model_path):
+    folder = tmp_path / "cat"
+    assert run("catalog", "create", folder, "--model", model_path).exit_code == 0
+    result = run("catalog", "tune", folder, "--expansion-search", "150", "--connectivity", "24", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["expansion_search"] == 150
+    info = json.loads(run("catalog", "info", folder, "--json").output)
+    assert (info["expansion_search"], info["connectivity"]) == (150, 24)
+    nothing = run("catalog", "tune", folder)
+    assert nothing.exit_code == 2 and "at least one setting" in nothing.output
