@@ -73,7 +73,10 @@ def latency(model, threads, images, repeats, warmup, batch_sizes, catalog_size, 
     """
     from snapmatch.benchmarks.latency import LatencyConfig, run
     from snapmatch.benchmarks.latency_report import format_report, plot
+    from snapmatch.benchmarks.plots import pyplot
 
+    if plot_path is not None:
+        pyplot()  # no matplotlib: say so now, not after minutes of measuring
     config = LatencyConfig(model=model, images=images, threads=threads, repeats=repeats, warmup=warmup,
                            batch_sizes=batch_sizes, catalog_size=catalog_size, int8=int8, checkpoint=checkpoint,
                            torch=not no_torch, profile=profile)

@@ -105,11 +105,15 @@ def scale(sizes, folder, reuse, vector_dtype, expansion_add, connectivity, expan
     from snapmatch.benchmarks import scale as bench
 
     chosen = parse_sizes(sizes)
+    if plot:
+        from snapmatch.benchmarks.plots import pyplot
+
+        pyplot()  # no matplotlib: say so now, not after the catalogs are built
     sweep = _positive_ints(expansion_search, "--expansion-search") if expansion_search else None
     report = _header(_invocation())
     report["results"] = bench.run(chosen, folder, vector_dtype=vector_dtype, expansion_add=expansion_add,
-                                  connectivity=connectivity, expansion_search=sweep, queries=queries, adds=adds, threads=threads,
-                                  reuse=reuse, keep=folder is not None, log=_log)
+                                  connectivity=connectivity, expansion_search=sweep, queries=queries, adds=adds,
+                                  threads=threads, reuse=reuse, keep=folder is not None, log=_log)
     if plot:
         report["plot"] = str(bench.plot(report["results"], plot))
     if as_json:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,3 +70,22 @@ def test_accuracy_runs_a_protocol_through_the_runtime():
     (fp32,) = report["reports"]
     assert fp32["variant"] == "fp32" and 0.3 < fp32["P3"]["recall@1"] <= fp32["P3"]["recall@5"] <= 1.0
     assert report["int8_minus_fp32"] == {}
+
+
+@pytest.mark.parametrize("command", [["scale", "--sizes", "500"], ["latency", "--repeats", "2"]])
+def test_plot_without_matplotlib_fails_before_measuring(tmp_path, command):
+    script = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'matplotlib': raise ImportError(name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import snapmatch.benchmarks.latency as latency, snapmatch.benchmarks.scale as scale\n"
+        "def measured(*a, **k): raise SystemExit('measured before checking matplotlib')\n"
+        "latency.run = scale.run = measured\n"
+        "from snapmatch.cli import main\n"
+        f"main(['benchmark', *{command!r}, '--plot', {str(tmp_path / 'x.png')!r}])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip() == 'error: plots need matplotlib: pip install "snapmatch[bench]"'
