@@ -104,7 +104,8 @@ def run(
         with tempfile.TemporaryDirectory(prefix="snapmatch-scale-") as tmp:
             return run(sizes, tmp, dim=dim, vector_dtype=vector_dtype, expansion_add=expansion_add,
                        connectivity=connectivity, expansion_search=sweep, queries=queries,
-                       open_repeats=open_repeats, adds=adds, threads=threads, reuse=False, keep=False, exact_below=exact_below, log=log)
+                       open_repeats=open_repeats, adds=adds, threads=threads, reuse=False, keep=False,
+                       exact_below=exact_below, log=log)
     folder = Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     results = []
