@@ -33,6 +33,7 @@ import numpy as np
 
 from snapmatch.benchmarks import baselines, cpu_info, ort_profile
 from snapmatch.benchmarks.bench_photos import Photos, load_photos
+from snapmatch.benchmarks.stats import summary
 from snapmatch.benchmarks.synthetic_catalog import SyntheticSpec, clustered_chunks
 from snapmatch.sdk.embedder import Embedder
 from snapmatch.sdk.preprocess import cv2, decode, preprocess, resize
@@ -305,14 +306,6 @@ def int8_retrieval(fp32: Path, int8: Path, inputs: list[np.ndarray], photos: Pho
         "cosine_mean": float(np.mean(cosine)),
         "cosine_min": float(np.min(cosine)),
     }
-
-
-def summary(values_ms: list[float]) -> dict:
-    """median, p95, p99 (and mean, min, max, n) of timings in ms."""
-    values = np.asarray(values_ms, dtype=np.float64)
-    p50, p95, p99 = np.percentile(values, [50, 95, 99])
-    return {"median": float(p50), "p95": float(p95), "p99": float(p99), "mean": float(values.mean()),
-            "min": float(values.min()), "max": float(values.max()), "n": int(len(values))}
 
 
 def ratios(measured: dict, quantization: str) -> dict:

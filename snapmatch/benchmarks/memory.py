@@ -65,7 +65,8 @@ def _serve(request: dict) -> dict:
         catalog.search(vectors[i % len(vectors)][None], 5)
     seconds = time.perf_counter() - started
     steps["after_searches"] = status()
-    base = catalog.folder / catalog._state.manifest.base.file if catalog._state.manifest.base else None
+    manifest = catalog.manifest
+    base = catalog.folder / manifest.base.file if manifest.base else None
     catalog.close()
     return {
         "steps": steps,

@@ -33,6 +33,7 @@ import numpy as np
 from snapmatch.benchmarks import open_time
 from snapmatch.benchmarks.embedding_profile import load_default, neighbour_stats
 from snapmatch.benchmarks.memory import status
+from snapmatch.benchmarks.stats import summary
 from snapmatch.benchmarks.synthetic_catalog import SyntheticSpec, build, build_record, clustered_chunks, load_build
 from snapmatch.sdk import base_index
 from snapmatch.sdk.manifest import read_manifest
@@ -41,12 +42,6 @@ MODULE = "snapmatch.benchmarks.scale"
 RECALL_K = 10
 CANDIDATES = 40  # what Catalog.search fetches from the base for k=10 (max(4k, 16))
 CHILD_TIMEOUT_S = 3600
-
-
-def percentiles(values_ms: Sequence[float]) -> dict:
-    values = np.asarray(values_ms, dtype=np.float64)
-    return {"p50": float(np.percentile(values, 50)), "p95": float(np.percentile(values, 95)),
-            "p99": float(np.percentile(values, 99)), "mean": float(values.mean()), "count": int(len(values))}
 
 
 def catalog_spec(size: int, dim: int, *, vector_dtype: str = "f32", expansion_add: int | None = None,
@@ -142,11 +137,11 @@ def run(
 
 
 def _sweep_point(searched: dict, expansion_search: int) -> dict:
-    return {"expansion_search": expansion_search, "index_p50_ms": searched["search_index_ms"]["p50"],
+    return {"expansion_search": expansion_search, "index_p50_ms": searched["search_index_ms"]["median"],
             "index_p99_ms": searched["search_index_ms"]["p99"], "recall_at_10": searched["recall_at_10"],
-            "rescored_p50_ms": searched["search_rescored_ms"]["p50"],
+            "rescored_p50_ms": searched["search_rescored_ms"]["median"],
             "recall_at_10_rescored": searched["recall_at_10_rescored"],
-            "catalog_p50_ms": searched["search_catalog_ms"]["p50"]}
+            "catalog_p50_ms": searched["search_catalog_ms"]["median"]}
 
 
 def _set_expansion_search(catalog: Path, value: int) -> None:
@@ -194,7 +189,7 @@ def _add_and_compact(catalog_folder: Path, spec: SyntheticSpec, adds: int, threa
     facts["base_file"] = read_manifest(catalog_folder).base.file
     facts["patched_by_benchmark"] = facts.get("patched_by_benchmark", 0) + 1
     record.write_text(json.dumps(facts, indent=2) + "\n")
-    return {"add_ms": percentiles(times), "compact_after_adds_s": compact_add_s,
+    return {"add_ms": summary(times), "compact_after_adds_s": compact_add_s,
             "compact_after_removes_s": compact_remove_s}
 
 
@@ -274,18 +269,18 @@ def _child(request: dict) -> dict:
     rescored_hits = [len(set(f.tolist()) & set(t.tolist())) / RECALL_K for f, t in zip(rescored, truth)]
     half = len(queries) // 2
     top1 = [len(f) > 0 and f[0] == t[0] for f, t in zip(found, truth)]
-    index = percentiles(index_ms)
-    exact = percentiles(exact_ms)
+    index = summary(index_ms)
+    exact = summary(exact_ms)
     return {
         "search_index_ms": index,
-        "search_catalog_ms": percentiles(catalog_ms),
+        "search_catalog_ms": summary(catalog_ms),
         "search_exact_numpy_ms": exact,
-        "speedup_vs_exact_p50": exact["p50"] / index["p50"] if index["p50"] > 0 else None,
+        "speedup_vs_exact_p50": exact["median"] / index["median"] if index["median"] > 0 else None,
         "recall_at_10": float(np.mean(hits)),
         "recall_at_10_near_copies": float(np.mean(hits[:half])),
         "recall_at_10_new_photos": float(np.mean(hits[half:])),
         "top1_agrees_with_exact": float(np.mean(top1)),
-        "search_rescored_ms": percentiles(rescored_ms),
+        "search_rescored_ms": summary(rescored_ms),
         "recall_at_10_rescored": float(np.mean(rescored_hits)),
         "exact_search_in_usearch": bool(len(base) <= catalog.exact_below),
         "rss_mb": {"before_open": before, "after_open": after_open, "after_searches": after_search},
@@ -332,10 +327,10 @@ def format_table(results: list[dict]) -> str:
         lines.append(
             f"{r['size']:>9} {b['insert_s'] + b['base_build_s']:>8.1f} {b['base_bytes'] / 1e6:>8.1f} "
             f"{b['sqlite_bytes'] / 1e6:>7.1f} {r['open']['open_ms']['median']:>8.2f} "
-            f"{r['search_index_ms']['p50']:>9.3f}/{r['search_index_ms']['p99']:<9.3f} "
-            f"{r['search_catalog_ms']['p50']:>11.3f} {r['search_exact_numpy_ms']['p50']:>10.2f} "
+            f"{r['search_index_ms']['median']:>9.3f}/{r['search_index_ms']['p99']:<9.3f} "
+            f"{r['search_catalog_ms']['median']:>11.3f} {r['search_exact_numpy_ms']['median']:>10.2f} "
             f"{r['speedup_vs_exact_p50']:>7.1f}x {r['recall_at_10']:>9.4f} {r['recall_at_10_rescored']:>8.4f} "
-            f"{opened:>9.1f} {anon:>10.1f}/{file:<11.1f} {r['add_ms']['p50']:>7.2f}/{r['add_ms']['p99']:<7.2f} "
+            f"{opened:>9.1f} {anon:>10.1f}/{file:<11.1f} {r['add_ms']['median']:>7.2f}/{r['add_ms']['p99']:<7.2f} "
             f"{r['compact_after_adds_s']:>9.2f}" + (" (exact)" if r["exact_search_in_usearch"] else "")
         )
     sweeps = [r for r in results if len(r.get("sweep", [])) > 1]
@@ -361,15 +356,15 @@ def plot(results: list[dict], path: str | os.PathLike) -> Path:
     sizes = [r["size"] for r in results]
     figure, axes = plt.subplots(1, 3, figsize=(14, 4))
     ax = axes[0]
-    ax.plot(sizes, [r["search_index_ms"]["p50"] for r in results], "o-", label="usearch p50")
+    ax.plot(sizes, [r["search_index_ms"]["median"] for r in results], "o-", label="usearch p50")
     ax.plot(sizes, [r["search_index_ms"]["p99"] for r in results], "o--", label="usearch p99")
-    ax.plot(sizes, [r["search_catalog_ms"]["p50"] for r in results], "s-", label="Catalog.search p50")
-    ax.plot(sizes, [r["search_exact_numpy_ms"]["p50"] for r in results], "^-", label="exact numpy p50")
+    ax.plot(sizes, [r["search_catalog_ms"]["median"] for r in results], "s-", label="Catalog.search p50")
+    ax.plot(sizes, [r["search_exact_numpy_ms"]["median"] for r in results], "^-", label="exact numpy p50")
     ax.set(xscale="log", yscale="log", xlabel="vectors in the catalog", ylabel="ms per query", title="search")
     ax.legend(fontsize=8)
     ax = axes[1]
     ax.plot(sizes, [r["open"]["open_ms"]["median"] for r in results], "o-", label="open (readonly), median")
-    ax.plot(sizes, [r["add_ms"]["p50"] for r in results], "s-", label="add_product p50 (durable)")
+    ax.plot(sizes, [r["add_ms"]["median"] for r in results], "s-", label="add_product p50 (durable)")
     ax.set(xscale="log", xlabel="vectors in the catalog", ylabel="ms", title="open and add")
     ax.legend(fontsize=8)
     ax = axes[2]

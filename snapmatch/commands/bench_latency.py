@@ -7,31 +7,7 @@ from pathlib import Path
 
 import click
 
-from snapmatch.commands.output import emit_json, json_option
-
-
-def _parse_threads(ctx, param, value: str) -> tuple[int, ...]:
-    counts = []
-    for part in (p.strip() for p in value.split(",") if p.strip()):
-        if part == "all":
-            counts.append(0)
-        elif part.isdigit() and int(part) > 0:
-            counts.append(int(part))
-        else:
-            raise click.BadParameter(f"{part!r}: give thread counts >= 1 or 'all', comma-separated (e.g. 1,all)")
-    if not counts:
-        raise click.BadParameter("give at least one thread count (e.g. 1,all)")
-    return tuple(dict.fromkeys(counts))
-
-
-def _parse_batches(ctx, param, value: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(p) for p in value.split(",") if p.strip())
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: give batch sizes as integers, comma-separated") from None
-    if not sizes or min(sizes) < 1:
-        raise click.BadParameter("batch sizes must be >= 1")
-    return sizes
+from snapmatch.commands.output import emit_json, json_option, positive_ints, thread_settings
 
 
 existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -39,13 +15,13 @@ existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 @click.command()
 @click.option("--model", type=existing_file, default=None, help="ONNX model (default: the shipped model).")
-@click.option("--threads", "threads", default="1,all", show_default=True, callback=_parse_threads,
+@click.option("--threads", "threads", default="1,all", show_default=True, callback=thread_settings,
               help="Thread settings to measure, comma-separated: counts or 'all' (every usable core).")
 @click.option("--images", type=click.Path(path_type=Path), default=None,
               help="Photo folder: photos.json, one sub-folder per product, or flat (default: the bundled demo photos).")
 @click.option("--repeats", type=click.IntRange(min=1), default=100, show_default=True, help="Timed rounds per setting.")
 @click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True, help="Untimed rounds first.")
-@click.option("--batch-sizes", default="1,2,4,8,16,32", show_default=True, callback=_parse_batches,
+@click.option("--batch-sizes", default="1,2,4,8,16,32", show_default=True, callback=positive_ints,
               help="Batch sizes of the throughput sweep.")
 @click.option("--catalog-size", type=click.IntRange(min=1), default=2000, show_default=True,
               help="Vectors in the searched catalog (the photos, then synthetic vectors).")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from snapmatch.commands.output import emit_json, json_option
+from snapmatch.commands.output import emit_json, json_option, positive_ints
 
 SIZE_EXAMPLES = "e.g. 10k,100k,1M"  # also 2500 or 2.5k
 
@@ -22,16 +22,6 @@ def parse_sizes(value: str, option: str = "--sizes") -> list[int]:
     if not sizes:
         raise click.BadParameter(f"give at least one size ({SIZE_EXAMPLES})", param_hint=option)
     return sorted(set(sizes))
-
-
-def _positive_ints(value: str, option: str) -> list[int]:
-    try:
-        found = [int(part) for part in value.split(",") if part.strip()]
-    except ValueError:
-        found = []
-    if not found or min(found) < 1:
-        raise click.BadParameter(f"give positive integers separated by commas, not {value!r}", param_hint=option)
-    return found
 
 
 def _invocation() -> str:
@@ -77,7 +67,7 @@ ea_option = click.option("--expansion-add", type=click.IntRange(min=1), default=
 @ea_option
 @click.option("--connectivity", type=click.IntRange(min=2), default=None,
               help="usearch graph degree (default: snapmatch's).")
-@click.option("--expansion-search", default=None,
+@click.option("--expansion-search", default=None, callback=positive_ints,
               help="usearch search effort, e.g. 64, or 64,128,256 to sweep (the first is stored in the manifests; "
                    "default: what they hold).")
 @click.option("--queries", type=click.IntRange(min=2), default=1000, show_default=True,
@@ -109,11 +99,10 @@ def scale(sizes, folder, reuse, vector_dtype, expansion_add, connectivity, expan
         from snapmatch.benchmarks.plots import pyplot
 
         pyplot()  # no matplotlib: say so now, not after the catalogs are built
-    sweep = _positive_ints(expansion_search, "--expansion-search") if expansion_search else None
     report = _header(_invocation())
     report["results"] = bench.run(chosen, folder, vector_dtype=vector_dtype, expansion_add=expansion_add,
-                                  connectivity=connectivity, expansion_search=sweep, queries=queries, adds=adds,
-                                  threads=threads, reuse=reuse, keep=folder is not None, log=_log)
+                                  connectivity=connectivity, expansion_search=expansion_search, queries=queries,
+                                  adds=adds, threads=threads, reuse=reuse, keep=folder is not None, log=_log)
     if plot:
         report["plot"] = str(bench.plot(report["results"], plot))
     if as_json:

@@ -4,25 +4,18 @@ from __future__ import annotations
 
 import click
 
-from snapmatch.commands.output import emit_json, json_option
-
-
-def _threads(value: str) -> list[int]:
-    try:
-        return [0 if part.strip() == "all" else int(part) for part in value.split(",") if part.strip()]
-    except ValueError:
-        raise click.BadParameter(f"give thread counts like 1,all, not {value!r}", param_hint="--threads") from None
+from snapmatch.commands.output import emit_json, json_option, thread_settings
 
 
 @click.command()
-@click.option("--threads", "threads_spec", default="1,all", show_default=True,
+@click.option("--threads", "threads", default="1,all", show_default=True, callback=thread_settings,
               help="Thread settings to compare (all: every core).")
 @click.option("--pace", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
               help="Play the video at this multiple of real time in the live run (above 1: a faster camera).")
 @click.option("--product-seconds", type=click.FloatRange(min=0.5), default=2.0, show_default=True,
               help="How long each product stays in view.")
 @json_option
-def watch(threads_spec: str, pace: float, product_seconds: float, as_json: bool) -> None:
+def watch(threads: tuple[int, ...], pace: float, product_seconds: float, as_json: bool) -> None:
     """Lookups per second of `watch`, and the delay from a product entering the frame to its event.
 
     Builds a catalog of the demo products, writes a 640x480 30 fps video in
@@ -35,7 +28,7 @@ def watch(threads_spec: str, pace: float, product_seconds: float, as_json: bool)
     """
     from snapmatch.benchmarks.watch import run
 
-    report = run(threads=_threads(threads_spec), pace=pace, product_s=product_seconds)
+    report = run(threads=list(threads), pace=pace, product_s=product_seconds)
     if as_json:
         emit_json(report)
         return

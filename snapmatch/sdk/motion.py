@@ -45,5 +45,6 @@ def thumbnail(image: np.ndarray) -> np.ndarray:
     """A 64-pixel-wide blurred grayscale copy: cheap to compare, blind to pixel noise."""
     height, width = image.shape[:2]
     size = (THUMB_WIDTH, max(1, round(height * THUMB_WIDTH / width)))
-    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
-    return cv2.GaussianBlur(cv2.resize(gray, size, interpolation=cv2.INTER_AREA), (3, 3), 0)
+    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)  # shrink first: colour conversion of a few pixels
+    gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY) if small.ndim == 3 else small
+    return cv2.GaussianBlur(gray, (3, 3), 0)

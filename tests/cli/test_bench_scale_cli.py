@@ -89,3 +89,10 @@ def test_plot_without_matplotlib_fails_before_measuring(tmp_path, command):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stderr
     assert done.stderr.strip() == 'error: plots need matplotlib: pip install "snapmatch[bench]"'
+
+
+@pytest.mark.parametrize("args", [["watch", "--threads", "two"], ["latency", "--threads", "0"],
+                                  ["scale", "--expansion-search", "0"], ["latency", "--batch-sizes", "8,x"]])
+def test_lists_of_counts_are_checked_before_anything_runs(args):
+    result = run("benchmark", *args)
+    assert result.exit_code == 2 and "Invalid value" in result.output
