@@ -176,7 +176,8 @@ def _create(folder: Path, spec: SyntheticSpec, *, model, threads: int) -> Catalo
     else:
         from snapmatch.sdk.product_search import ProductSearch
 
-        catalog = ProductSearch.create(folder, model=model, vector_dtype=spec.vector_dtype, threads=threads).catalog
+        catalog = ProductSearch.create(folder, model=model, vector_dtype=spec.vector_dtype, threads=threads,
+                                       adapt=False).catalog  # the index is measured, not the metric
         if catalog.dim != spec.dim:
             catalog.close()
             raise ValueError(f"model {model} makes {catalog.dim}-d embeddings, the benchmark asks for {spec.dim}")

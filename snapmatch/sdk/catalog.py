@@ -9,6 +9,7 @@ any step leaves a catalog that answers as before or as after.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import re
@@ -20,9 +21,14 @@ from typing import Sequence
 import numpy as np
 from snapmatch.sdk._usearch import Index
 
-from snapmatch.sdk import base_index, compaction, store
+from snapmatch.sdk import adaptation as adapt, base_index, compaction, store
+from snapmatch.sdk import self_calibration
+from snapmatch.sdk.adaptation import Adaptation
+from snapmatch.sdk.calibration import CalibrationReport, DecisionRule, fit_rule
+from snapmatch.sdk.calibration import report as calibration_report
 from snapmatch.sdk.delta import Delta, DeltaSnapshot
 from snapmatch.sdk.errors import (
+    CalibrationError,
     CatalogClosedError,
     CatalogCorruptError,
     CatalogExistsError,
@@ -39,6 +45,12 @@ LOCK_FILE = "writer.lock"
 VECTOR_DTYPES = ("f32", "f16", "i8")
 NORM_TOLERANCE = 1e-2
 _BASE_FILE = re.compile(r"^base-\d{6}\.usearch$")
+_ADAPT_FILE = re.compile(r"^adapt-\d{6}\.npz$")
+_NOT_FITTED = object()
+# The metric is refitted once the images added plus removed since its fit reach this share of the
+# images it was fitted on (and at least REFIT_MIN_CHANGES): the staleness bound DESIGN.md promises.
+REFIT_SHARE = 0.1
+REFIT_MIN_CHANGES = 8
 
 
 def _database_errors(method):
@@ -61,6 +73,7 @@ class _State:
     base: Index | None
     delta: DeltaSnapshot
     tombstones: int
+    adaptation: Adaptation | None  # the transform the base was built under; applied to delta and queries
 
 
 class Catalog:
@@ -81,6 +94,7 @@ class Catalog:
         self._read: object = None
         self._write: object = None
         self._closed = False
+        self._fit_attempt: int | None = None  # change counter at the last fit that found too little to fit
 
     # --- opening -------------------------------------------------------------------
 
@@ -101,8 +115,13 @@ class Catalog:
         expansion_add: int = base_index.EXPANSION_ADD,
         threads: int = 0,
         exact_below: int = 20_000,
+        adapt: bool = False,
     ) -> "Catalog":
         """Create an empty catalog in `folder` (new or without a manifest) and open it for writing.
+
+        adapt: fit the metric to the catalog's own photos once it has enough
+        multi-photo products (snapmatch.sdk.adaptation). Off here, where the
+        catalog is a plain vector store; ProductSearch turns it on by default.
 
         connectivity, expansion_add and expansion_search tune the HNSW graph of
         catalogs larger than exact_below (see docs/BENCHMARKS.md, scale).
@@ -128,6 +147,7 @@ class Catalog:
                 expansion_search=int(expansion_search),
                 connectivity=int(connectivity),
                 expansion_add=int(expansion_add),
+                adapt=bool(adapt),
             ),
         )
         return cls.open(folder, threads=threads, exact_below=exact_below)
@@ -182,10 +202,12 @@ class Catalog:
             except CatalogCorruptError:
                 current = None  # keep every base file: one of them may be needed to recover by hand
         sound = manifest.base is None or current is not None
+        current_adaptation = manifest.adaptation.file if manifest.adaptation else None
         for entry in self.folder.iterdir():
             name = entry.name
             stray_tmp = name.startswith(".") and name.endswith(".tmp")
-            if stray_tmp or (sound and _BASE_FILE.match(name) and name != current):
+            orphan = (_BASE_FILE.match(name) and name != current) or (_ADAPT_FILE.match(name) and name != current_adaptation)
+            if stray_tmp or (sound and orphan):
                 entry.unlink(missing_ok=True)
         with store.Transaction(self._write) as conn:
             store.retire_tombstones(conn, below_generation=manifest.generation)
@@ -209,6 +231,7 @@ class Catalog:
                         self.folder, manifest.base, dim=manifest.dim, dtype=manifest.vector_dtype,
                         expansion_search=manifest.expansion_search,
                     )
+                transform = adapt.load(self.folder, manifest.adaptation, dim=manifest.dim) if manifest.adaptation else None
                 break
             except CatalogCorruptError:
                 # A compaction in another process may have replaced the manifest
@@ -219,10 +242,11 @@ class Catalog:
         self._seen_version = store.data_version(self._read)
         delta = Delta(manifest.dim)
         keys, vectors = store.rows_after(self._read, manifest.base.max_key if manifest.base else 0, manifest.dim)
-        delta.append(keys, vectors)
+        delta.append(keys, _adapted(transform, vectors))
         self._delta = delta
         self._max_seen = int(keys[-1]) if len(keys) else (manifest.base.max_key if manifest.base else 0)
-        self._state = _State(manifest, base, delta.snapshot, store.tombstone_count(self._read, manifest.generation))
+        self._state = _State(manifest, base, delta.snapshot, store.tombstone_count(self._read, manifest.generation),
+                             transform)
 
     def _refresh(self) -> None:
         """Pick up what was committed since the last look (by this or another process)."""
@@ -242,16 +266,15 @@ class Catalog:
                 self._manifest_ino = ino
                 if self._state.base is not None:
                     self._state.base.expansion_search = manifest.expansion_search
-                self._state = _State(manifest, self._state.base, self._state.delta, self._state.tombstones)
+                self._state = dataclasses.replace(self._state, manifest=manifest)
             self._seen_version = version
             keys, vectors = store.rows_after(self._read, self._max_seen, self._state.manifest.dim)
             if len(keys):
-                self._delta.append(keys, vectors)
+                self._delta.append(keys, _adapted(self._state.adaptation, vectors))
                 self._max_seen = int(keys[-1])
-            state = self._state
-            self._state = _State(
-                state.manifest, state.base, self._delta.snapshot,
-                store.tombstone_count(self._read, state.manifest.generation),
+            self._state = dataclasses.replace(
+                self._state, delta=self._delta.snapshot,
+                tombstones=store.tombstone_count(self._read, self._state.manifest.generation),
             )
 
     # --- properties ----------------------------------------------------------------
@@ -289,7 +312,19 @@ class Catalog:
             "delta_vectors": len(state.delta),
             "tombstones": state.tombstones,
             "generation": state.manifest.generation,
+            "adaptation": self.adaptation_status(),
         }
+
+    def adaptation_status(self) -> dict:
+        """Which metric is in force and what it rests on (for `catalog info`)."""
+        manifest = self._state.manifest
+        info = manifest.adaptation
+        if info is None:
+            reason = ("turned off (catalog tune --adapt turns it on)" if not manifest.adapt else
+                      f"not enough photos yet: it needs {adapt.MIN_PRODUCTS} products with two or more photos")
+            return {"in_force": False, "enabled": manifest.adapt, "reason": reason}
+        return {"in_force": True, "enabled": manifest.adapt, "file": info.file, "products": info.products,
+                "images": info.images, "shrinkage": info.shrinkage}
 
     # --- writing -------------------------------------------------------------------
 
@@ -325,9 +360,25 @@ class Catalog:
                     store.insert_product(conn, product_id, name or "")
                 keys = store.insert_images(conn, product_id, vectors, sources)
             self._refresh()
-            if len(self._state.delta) >= self._state.manifest.compact_at:
-                self.compact()
+            self._after_write()
         return keys
+
+    def _after_write(self) -> None:
+        """Compact once the delta is large; refit the metric once the catalog has moved enough since its fit.
+
+        A base searched exactly is rebuilt under the new metric at once (cheap);
+        a graph-searched base waits for its next compaction, so the transform in
+        force may then trail by up to compact_at images more.
+        """
+        state = self._state
+        if len(state.delta) >= state.manifest.compact_at:
+            self.compact()
+        elif self._refit_due() and (state.base is None or len(state.base) <= self.exact_below):
+            fitted = self._fit(state.manifest) if state.manifest.adapt else None
+            if fitted is None and state.adaptation is None:
+                self._fit_attempt = store.changes(self._write)  # still too little to fit: nothing changes
+                return
+            self._compact(rebuild=False, refit=True, fitted=fitted)
 
     @_database_errors
     def remove(self, product_id: str) -> int:
@@ -343,7 +394,28 @@ class Catalog:
                     conn, product_id, base_max_key=base.max_key if base else 0, generation=state.manifest.generation
                 )
             self._refresh()
+            self._after_write()
         return removed
+
+    def _refit_due(self, manifest: Manifest | None = None) -> bool:
+        """Has the catalog changed enough since its metric was fitted (or last found unfittable)?"""
+        manifest = manifest or self._state.manifest
+        if not manifest.adapt:
+            return manifest.adaptation is not None  # turned off: drop the transform
+        changes = store.changes(self._write)
+        info = manifest.adaptation
+        if info is None:
+            since, rests_on = changes - (self._fit_attempt if self._fit_attempt is not None else -REFIT_MIN_CHANGES), 0
+        else:
+            since, rests_on = changes - info.changes, info.images
+        return since >= max(REFIT_MIN_CHANGES, REFIT_SHARE * rests_on)
+
+    def _fit(self, manifest: Manifest) -> Adaptation | None:
+        """The within-product whitening of every live image; None when there is too little to fit."""
+        scatter = adapt.ScatterAccumulator(manifest.dim)
+        for _, products, vectors in store.iter_product_rows(self._write, manifest.dim):
+            scatter.add(products, vectors)
+        return scatter.fit()
 
     @_database_errors
     def update_manifest(self, **changes) -> None:
@@ -365,45 +437,183 @@ class Catalog:
             )
 
     @_database_errors
-    def compact(self, *, rebuild: bool = False) -> bool:
+    def compact(self, *, rebuild: bool = False, refit: bool | None = None) -> bool:
         """Merge the delta and tombstones into a new base; returns False when there was nothing to do.
 
-        Crash-safe: the new base is fsynced under a new name before the manifest
-        (replaced atomically) points at it; retired rows and files are cleaned after.
+        refit: fit the catalog's metric anew (True), keep it (False), or refit
+        when it is due (None: the catalog changed by REFIT_SHARE since the fit).
+        Crash-safe: the new base and transform are fsynced under new names
+        before the manifest (replaced atomically) points at them; retired rows
+        and files are cleaned after.
         """
         self._check_writable()
         with self._write_mutex:
+            return self._compact(rebuild=rebuild, refit=refit)
+
+    def _compact(self, *, rebuild: bool, refit: bool | None, fitted: Adaptation | None | object = _NOT_FITTED) -> bool:
+        """compact(); `fitted` is a transform the caller already fitted for this refit."""
+        with self._write_mutex:
             manifest = read_manifest(self.folder)
-            built = compaction.build_next_base(self.folder, manifest, self._write, rebuild=rebuild)
+            current, damaged = self._current_adaptation(manifest)
+            transform, info = current, manifest.adaptation
+            refitting = manifest.adapt and (refit is True or damaged or (refit is None and self._refit_due(manifest)))
+            if refitting:
+                if fitted is _NOT_FITTED:
+                    fitted = self._fit(manifest)
+                if fitted is None:
+                    self._fit_attempt = store.changes(self._write)
+                if fitted is not None or info is not None:
+                    transform, info = fitted, None  # None: written below, with the base
+            elif not manifest.adapt and info is not None:
+                transform = None  # adaptation was turned off
+            new_metric = transform is not current or damaged
+            built = compaction.build_next_base(
+                self.folder, manifest, self._write, rebuild=rebuild, adaptation=transform,
+                new_metric=new_metric, exact_below=self.exact_below,
+            )
             if built is None:
                 return False
-            info, generation = built
-            old = manifest.base
-            # With no live vectors left there is no base (info is None).
-            write_manifest(self.folder, manifest.replace(base=info, generation=generation))
+            base, generation = built
+            if new_metric and transform is not None:
+                info = adapt.save(self.folder, transform, generation=generation, changes=store.changes(self._write))
+            elif transform is None:
+                info = None
+            old, old_adaptation = manifest.base, manifest.adaptation
+            # With no live vectors left there is no base (base is None).
+            write_manifest(self.folder, manifest.replace(base=base, generation=generation, adaptation=info))
             with store.Transaction(self._write) as conn:
                 store.retire_tombstones(conn, below_generation=generation + 1)
                 conn.execute(
                     "INSERT INTO meta VALUES ('generation', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                     (str(generation),),
                 )
-            if old is not None and (info is None or old.file != info.file):
+            if old is not None and (base is None or old.file != base.file):
                 (self.folder / old.file).unlink(missing_ok=True)  # readers keep their mapping
+            if old_adaptation is not None and (info is None or old_adaptation.file != info.file):
+                (self.folder / old_adaptation.file).unlink(missing_ok=True)  # readers hold it in memory
             with self._read_mutex:
                 self._load_state()
+            if new_metric:
+                self.recalibrate()
         return True
+
+    def _current_adaptation(self, manifest: Manifest) -> tuple[Adaptation | None, bool]:
+        """The transform the manifest names, and whether its file is damaged (then it must be refitted)."""
+        state = getattr(self, "_state", None)  # absent while open() repairs a base
+        if state is not None and state.manifest.adaptation == manifest.adaptation:
+            return state.adaptation, False
+        if manifest.adaptation is None:
+            return None, False
+        try:
+            return adapt.load(self.folder, manifest.adaptation, dim=manifest.dim), False
+        except CatalogCorruptError:
+            return None, True
+
+    # --- the decision rule ------------------------------------------------------------
+
+    @property
+    def rule(self) -> DecisionRule:
+        """identify()'s rule in force (threshold, margin weight)."""
+        self._check_open()
+        self._refresh()
+        manifest = self._state.manifest
+        return DecisionRule(manifest.threshold, manifest.margin_weight)
+
+    def threshold_current(self) -> bool:
+        """False when the stored threshold was fitted under another metric than the one in force."""
+        manifest = self._state.manifest
+        return manifest.threshold_adaptation == (manifest.adaptation.sha256 if manifest.adaptation else "")
+
+    @_database_errors
+    def calibrate(self, vectors: np.ndarray, labels: Sequence[str | None], *, target_precision: float,
+                  keep: bool = True) -> tuple[DecisionRule, CalibrationReport]:
+        """Fit and store identify()'s rule for `target_precision` on labelled photo vectors (raw embeddings).
+
+        keep: store the photos' vectors too, so a refitted metric recalibrates by itself.
+        """
+        self._check_writable()
+        vectors = self._check_vectors(vectors)
+        labels = list(labels)
+        if len(labels) != len(vectors):
+            raise ValueError("labels and vectors differ in length")
+        with self._write_mutex:
+            rule, result = self._fit_rule(vectors, labels, target_precision)
+            if keep:
+                with store.Transaction(self._write) as conn:
+                    store.replace_calibration(conn, labels, vectors)
+            self._store_rule(rule, result, "calibrated", target_precision)
+        return rule, result
+
+    def _fit_rule(self, vectors: np.ndarray, labels: list[str | None], target_precision: float):
+        results = self.search(vectors, k=2)
+        scores, margins, right, known = _decision_inputs(results, labels, set(self._product_ids()))
+        rule = fit_rule(scores, margins, right & known, target_precision)
+        return rule, calibration_report(rule, scores, margins, right, known)
+
+    def _store_rule(self, rule: DecisionRule, result: CalibrationReport, source: str, target_precision: float) -> None:
+        manifest = self._state.manifest
+        self.update_manifest(
+            threshold=rule.threshold, margin_weight=rule.margin_weight, threshold_source=source,
+            target_precision=target_precision, calibration=result.to_dict(),
+            threshold_adaptation=manifest.adaptation.sha256 if manifest.adaptation else "",
+        )
+
+    @_database_errors
+    def recalibrate(self) -> str:
+        """Refit the stored rule under the metric in force; returns what was done (for reports).
+
+        A threshold calibrated on labelled photos is refitted on the same photos
+        at the same target precision. An uncalibrated catalog whose metric is
+        adapted fits its rule on its own photos (self_calibration). A failure
+        keeps the old rule; `threshold_current()` then says it is stale.
+        """
+        self._check_writable()
+        manifest = self._state.manifest
+        if self.threshold_current():
+            return "current"
+        try:
+            with self._write_mutex:
+                labels, vectors = store.calibration_set(self._write, manifest.dim)
+                if manifest.threshold_source == "calibrated" and len(labels):
+                    rule, result = self._fit_rule(vectors, labels, manifest.target_precision or 0.95)
+                    self._store_rule(rule, result, "calibrated", manifest.target_precision or 0.95)
+                    return "recalibrated"
+                if manifest.threshold_source != "calibrated" and (
+                    manifest.adaptation is not None or manifest.threshold_source == "self-calibrated"
+                ):
+                    sample = self_calibration.sample(self._write, manifest.dim)
+                    rule, result = self_calibration.fit(sample, self._state.adaptation, self_calibration.TARGET_PRECISION)
+                    self._store_rule(rule, result, "self-calibrated", self_calibration.TARGET_PRECISION)
+                    return "self-calibrated"
+        except CalibrationError:
+            return "stale"
+        return "current" if self.threshold_current() else "stale"
+
+    def _product_ids(self) -> list[str]:
+        with self._read_mutex:
+            return [pid for pid, _, _ in store.list_products(self._read)]
 
     # --- reading -------------------------------------------------------------------
 
     @_database_errors
     def search(self, vectors: np.ndarray, k: int = 5) -> list[list[Match]]:
-        """Per query vector, up to k products, best first (each with its best image)."""
+        """Per query vector (a raw embedding), up to k products, best first (each with its best image).
+
+        Scores are cosines under the catalog's metric (adapted when a transform
+        is in force). Each match's margin is its score minus the best other
+        product's score (positive only for the first; None when no other product was found).
+        """
         self._check_open()
         if k < 1:
             raise ValueError("k must be at least 1")
-        queries = self._check_vectors(vectors)
+        raw = self._check_vectors(vectors)
         self._refresh()
         state = self._state
+        queries = _adapted(state.adaptation, raw)
+        found = self._search_products(state, queries, max(k, 2))
+        return [_with_margins(matches)[:k] for matches in found]
+
+    def _search_products(self, state: _State, queries: np.ndarray, k: int) -> list[list[Match]]:
         base_count = len(state.base) if state.base is not None else 0
         fetch = max(4 * k, 16) + state.tombstones
         results: list[list[Match] | None] = [None] * len(queries)
@@ -425,7 +635,8 @@ class Catalog:
             with self._read_mutex:
                 rows = store.lookup(self._read, keys[keys >= 0], vectors=rescore)
             if rescore:
-                scores[:, :base_keys.shape[1]] = _exact_scores(base_keys, base_scores, rows, queries[pending])
+                scores[:, :base_keys.shape[1]] = _exact_scores(base_keys, base_scores, rows, queries[pending],
+                                                               state.adaptation)
             exhausted = fetch >= base_count and fetch >= len(state.delta)
             still = []
             for row, query in enumerate(pending):
@@ -511,14 +722,41 @@ class Catalog:
         return f"Catalog({str(self.folder)!r}, {mode}, model_id={self.model_id!r})"
 
 
-def _exact_scores(keys: np.ndarray, approximate: np.ndarray, rows: dict, queries: np.ndarray) -> np.ndarray:
-    """Cosine of each query with its candidates' stored vectors (unit length); -inf where a key is gone."""
+def _exact_scores(keys: np.ndarray, approximate: np.ndarray, rows: dict, queries: np.ndarray,
+                  adaptation: Adaptation | None) -> np.ndarray:
+    """Cosine of each (adapted) query with its candidates' stored vectors under the metric; -inf where a key is gone."""
     exact = np.full(approximate.shape, -np.inf, dtype=np.float32)
-    for r, c in zip(*np.nonzero(keys >= 0)):
-        row = rows.get(int(keys[r, c]))
-        if row is not None and np.isfinite(approximate[r, c]):
-            exact[r, c] = float(np.frombuffer(row.vector, dtype=np.float32) @ queries[r])
+    cells = [(r, c) for r, c in zip(*np.nonzero(keys >= 0))
+             if int(keys[r, c]) in rows and np.isfinite(approximate[r, c])]
+    if not cells:
+        return exact
+    stored = np.stack([np.frombuffer(rows[int(keys[r, c])].vector, dtype=np.float32) for r, c in cells])
+    stored = _adapted(adaptation, stored)
+    for (r, c), vector in zip(cells, stored):
+        exact[r, c] = float(vector @ queries[r])
     return exact
+
+
+def _adapted(adaptation: Adaptation | None, vectors: np.ndarray) -> np.ndarray:
+    return adaptation.apply(vectors) if adaptation is not None and len(vectors) else vectors
+
+
+def _with_margins(matches: list[Match]) -> list[Match]:
+    """Each match's score minus the best other product's score."""
+    if len(matches) < 2:
+        return matches
+    best, second = matches[0].score, matches[1].score
+    return [dataclasses.replace(match, margin=match.score - (second if i == 0 else best))
+            for i, match in enumerate(matches)]
+
+
+def _decision_inputs(results: list[list[Match]], labels: list[str | None], products: set[str]):
+    """Per labelled query: best score, margin (NaN: none), best product right?, product in the catalog?"""
+    scores = np.array([m[0].score if m else -1.0 for m in results], dtype=np.float64)
+    margins = np.array([m[0].margin if m and m[0].margin is not None else np.nan for m in results], dtype=np.float64)
+    right = np.array([bool(m) and m[0].product_id == label for m, label in zip(results, labels)])
+    known = np.array([label is not None and label in products for label in labels])
+    return scores, margins, right, known
 
 
 def _group_by_product(keys: np.ndarray, scores: np.ndarray, rows: dict, k: int) -> list[Match]:

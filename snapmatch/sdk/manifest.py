@@ -15,7 +15,9 @@ FORMAT = "snapmatch-catalog"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 _BASE_NAME = re.compile(r"^base-\d{6}\.usearch$")
+_ADAPT_NAME = re.compile(r"^adapt-\d{6}\.npz$")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+THRESHOLD_SOURCES = ("default", "model card", "calibrated", "self-calibrated")
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,19 @@ class BaseInfo:
 
 
 @dataclass(frozen=True)
+class AdaptationInfo:
+    """The catalog's fitted metric transform (snapmatch.sdk.adaptation); the base was built under it."""
+
+    file: str  # adapt-000007.npz, written with the base of the same generation
+    sha256: str  # of the whole file; checked at every open (it is about 1 MB)
+    size: int
+    products: int  # products with two or more photos the fit rests on
+    images: int  # images the fit used
+    shrinkage: float
+    changes: int  # the database's change counter when fitted: how stale it is, is counted from here
+
+
+@dataclass(frozen=True)
 class Manifest:
     model_id: str
     dim: int
@@ -44,8 +59,17 @@ class Manifest:
     # these fields existed were built with; new catalogs record base_index's current defaults.
     connectivity: int = 16
     expansion_add: int = 128
-    threshold: float = 0.5  # identify() accepts a best match scoring at least this
-    threshold_source: str = "default"  # "model card", "calibrated" or "default"
+    threshold: float = 0.5  # identify() accepts a best match whose rule value (below) is at least this
+    threshold_source: str = "default"  # one of THRESHOLD_SOURCES
+    # identify()'s rule: score + margin_weight * (score - second product's score); 0 is the plain cosine.
+    margin_weight: float = 0.0
+    target_precision: float | None = None  # what calibration aimed at; refits recalibrate to it
+    threshold_adaptation: str = ""  # sha256 of the transform the threshold was fitted under ("": none)
+    calibration: dict = field(default_factory=dict)  # what the stored rule does on the photos it was fitted on
+    # Adapt the metric to the catalog's own photos. Manifests written before this read as False (their
+    # vectors were never adapted); new catalogs write True.
+    adapt: bool = False
+    adaptation: AdaptationInfo | None = None  # the transform in force; None: plain cosine
     compact_at: int = 4096  # the writer compacts once the delta holds this many vectors
     model_file: str = "model.onnx"  # the catalog's own copy of its model
     generation: int = 0  # bumped by every compaction; names the base file
@@ -83,10 +107,13 @@ def read_manifest(folder: str | Path) -> Manifest:
         )
     try:
         base = raw.pop("base", None)
+        adaptation = raw.pop("adaptation", None)
         known = {f.name for f in dataclasses.fields(Manifest)}
         manifest = Manifest(**{k: v for k, v in raw.items() if k in known})
         if base is not None:
             manifest = manifest.replace(base=BaseInfo(**base))
+        if adaptation is not None:
+            manifest = manifest.replace(adaptation=AdaptationInfo(**adaptation))
         _validate(manifest)
     except (TypeError, ValueError) as exc:
         raise CatalogCorruptError(f"{path} has missing or malformed fields ({exc})") from None
@@ -99,6 +126,9 @@ def _validate(manifest: Manifest) -> None:
     def is_int(value, low=0):
         return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
+    def is_number(value):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
     checks = {
         "model_id": isinstance(manifest.model_id, str) and bool(manifest.model_id),
         "dim": is_int(manifest.dim, 1),
@@ -107,9 +137,17 @@ def _validate(manifest: Manifest) -> None:
         "expansion_search": is_int(manifest.expansion_search, 1),
         "connectivity": is_int(manifest.connectivity, 2),
         "expansion_add": is_int(manifest.expansion_add, 1),
-        "threshold": isinstance(manifest.threshold, (int, float)) and not isinstance(manifest.threshold, bool)
-        and -1.0 <= manifest.threshold <= 1.0 or manifest.threshold == float("inf"),
-        "threshold_source": isinstance(manifest.threshold_source, str),
+        # A margin rule's value reaches past 1: score + w * margin is at most 1 + 2w.
+        "threshold": is_number(manifest.threshold)
+        and -1.0 - 2 * abs(manifest.margin_weight) <= manifest.threshold <= 1.0 + 2 * abs(manifest.margin_weight)
+        or manifest.threshold == float("inf"),
+        "threshold_source": manifest.threshold_source in THRESHOLD_SOURCES,
+        "margin_weight": is_number(manifest.margin_weight) and 0.0 <= manifest.margin_weight <= 100.0,
+        "target_precision": manifest.target_precision is None
+        or is_number(manifest.target_precision) and 0.0 < manifest.target_precision <= 1.0,
+        "threshold_adaptation": isinstance(manifest.threshold_adaptation, str),
+        "calibration": isinstance(manifest.calibration, dict),
+        "adapt": isinstance(manifest.adapt, bool),
         "compact_at": is_int(manifest.compact_at, 1),
         "model_file": isinstance(manifest.model_file, str) and _SAFE_NAME.match(manifest.model_file) is not None,
         "generation": is_int(manifest.generation),
@@ -127,6 +165,17 @@ def _validate(manifest: Manifest) -> None:
             "base.usearch_version": isinstance(base.usearch_version, str),
             "base.connectivity": is_int(base.connectivity, 1),
             "base.expansion_add": is_int(base.expansion_add, 1),
+        })
+    adaptation = manifest.adaptation
+    if adaptation is not None:
+        checks.update({
+            "adaptation.file": isinstance(adaptation.file, str) and _ADAPT_NAME.match(adaptation.file) is not None,
+            "adaptation.sha256": isinstance(adaptation.sha256, str) and len(adaptation.sha256) == 64,
+            "adaptation.size": is_int(adaptation.size, 1),
+            "adaptation.products": is_int(adaptation.products, 1),
+            "adaptation.images": is_int(adaptation.images, 1),
+            "adaptation.shrinkage": is_number(adaptation.shrinkage) and 0.0 <= adaptation.shrinkage <= 1.0,
+            "adaptation.changes": is_int(adaptation.changes),
         })
     bad = [name for name, ok in checks.items() if not ok]
     if bad:

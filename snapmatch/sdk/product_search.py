@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
-from snapmatch.sdk.calibration import choose_threshold
+from snapmatch.sdk.calibration import DecisionRule
 from snapmatch.sdk.catalog import Catalog
 from snapmatch.sdk.embedder import Embedder
 from snapmatch.sdk.errors import CatalogExistsError, ModelError, ModelMismatchError
@@ -61,8 +61,13 @@ class ProductSearch:
         connectivity: int | None = None,
         expansion_add: int | None = None,
         expansion_search: int = 64,
+        adapt: bool = True,
     ) -> "ProductSearch":
         """Create an empty catalog that uses `model` (default: the shipped model), opened for writing.
+
+        adapt (default on): once the catalog holds a few products with several
+        photos, fit its metric to them (a whitening of the within-product
+        scatter, refitted as the catalog changes; snapmatch.sdk.adaptation).
 
         The catalog keeps its own copy of the model, so it stays usable after
         snapmatch or the model file changes. vector_dtype "i8" (or "f16") makes
@@ -89,6 +94,7 @@ class ProductSearch:
             compact_at=compact_at,
             threads=_usearch_threads(threads),
             expansion_search=expansion_search,
+            adapt=adapt,
             **graph,
         )
         return cls(catalog, embedder)
@@ -176,11 +182,16 @@ class ProductSearch:
         return self.catalog.search(self.embedder.embed(list(image)), k)
 
     def identify(self, image: ImageInput | list[ImageInput]) -> Match | None | list[Match | None]:
-        """The product in the image, or None when the best match is below the catalog's threshold."""
-        threshold = self.threshold
+        """The product in the image, or None when its best match fails the catalog's decision rule.
+
+        The rule (`self.rule`) weighs the best product's score and its margin
+        over the second; the returned Match carries both.
+        """
+        rule = self.rule
         single = isinstance(image, _SINGLE)
         results = self.catalog.search(self.embedder.embed([image] if single else list(image)), 1)
-        answers = [matches[0] if matches and matches[0].score >= threshold else None for matches in results]
+        answers = [matches[0] if matches and rule.accepts(matches[0].score, matches[0].margin) else None
+                   for matches in results]
         return answers[0] if single else answers
 
     def watch(self, source: int | str | os.PathLike, **options) -> "Watch":
@@ -197,21 +208,24 @@ class ProductSearch:
     def calibrate(
         self, labelled: Iterable[tuple[ImageInput, str | None]], *, target_precision: float = 0.99
     ) -> float:
-        """Choose and store the identify() threshold that reaches `target_precision` on labelled photos.
+        """Choose and store identify()'s rule that reaches `target_precision` on labelled photos; returns its threshold.
 
         labelled: (image, product_id) pairs; product_id None means "not in the
-        catalog": identify should reject it.
+        catalog": identify should reject it. The rule's margin weight is chosen
+        too, and what the rule does on these photos is stored beside it
+        (`calibration_report()`). The photos' embeddings are kept, so when the
+        catalog refits its metric it recalibrates on them by itself.
         """
         pairs = list(labelled)
-        labels = [label for _, label in pairs]
-        results = self.catalog.search(self.embedder.embed([image for image, _ in pairs]), 1)
-        scores = np.array([matches[0].score if matches else -1.0 for matches in results])
-        correct = np.array(
-            [bool(matches) and label is not None and matches[0].product_id == label for matches, label in zip(results, labels)]
-        )
-        threshold = choose_threshold(scores, correct, target_precision)
-        self.catalog.update_manifest(threshold=threshold, threshold_source="calibrated")
-        return threshold
+        if not pairs:
+            raise ValueError("no labelled photos given")
+        vectors = self.embedder.embed([image for image, _ in pairs])
+        rule, _ = self.catalog.calibrate(vectors, [label for _, label in pairs], target_precision=target_precision)
+        return rule.threshold
+
+    def calibration_report(self) -> dict:
+        """What the stored rule did on the photos it was fitted on (empty before any calibration)."""
+        return dict(self.catalog.manifest.calibration)
 
     # --- reading state ---------------------------------------------------------------------
 
@@ -226,6 +240,11 @@ class ProductSearch:
     @property
     def threshold(self) -> float:
         return self.catalog.threshold
+
+    @property
+    def rule(self) -> DecisionRule:
+        """identify()'s decision rule: threshold and margin weight."""
+        return self.catalog.rule
 
     def products(self) -> list[Product]:
         return self.catalog.products()

@@ -43,6 +43,14 @@ CREATE TABLE IF NOT EXISTS tombstones (
     generation INTEGER NOT NULL  -- the base generation the key was removed from
 );
 """
+# Created by every writer, so catalogs made before it gain it on their next write.
+_CALIBRATION_SCHEMA = """
+CREATE TABLE IF NOT EXISTS calibration (
+    id INTEGER PRIMARY KEY,
+    label TEXT,  -- the product in the photo; NULL: a product identify() should reject
+    vector BLOB NOT NULL  -- the photo's raw embedding, so a refitted metric can be recalibrated
+);
+"""
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,8 @@ def connect(folder: Path, *, readonly: bool, create: bool = False) -> sqlite3.Co
         if create:
             conn.executescript(_SCHEMA)
             conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        if not readonly:
+            conn.executescript(_CALIBRATION_SCHEMA)
         version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
     except sqlite3.DatabaseError as exc:
         raise CatalogCorruptError(f"{path} is not a readable catalog database ({exc})") from None
@@ -124,7 +134,21 @@ def insert_images(conn: sqlite3.Connection, product_id: str, vectors: np.ndarray
             (product_id, source, np.ascontiguousarray(vector, dtype=np.float32).tobytes()),
         )
         keys.append(int(cursor.lastrowid))
+    _count_changes(conn, len(keys))
     return keys
+
+
+def _count_changes(conn: sqlite3.Connection, count: int) -> None:
+    # Images added plus images removed, ever: how far the catalog has moved since its metric was fitted.
+    conn.execute(
+        "INSERT INTO meta VALUES ('changes', ?) ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + ?",
+        (str(count), count),
+    )
+
+
+def changes(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT value FROM meta WHERE key = 'changes'").fetchone()
+    return int(row[0]) if row else 0
 
 
 def delete_product(conn: sqlite3.Connection, product_id: str, *, base_max_key: int, generation: int) -> int:
@@ -135,7 +159,37 @@ def delete_product(conn: sqlite3.Connection, product_id: str, *, base_max_key: i
     )
     removed = conn.execute("DELETE FROM images WHERE product_id = ?", (product_id,)).rowcount
     conn.execute("DELETE FROM products WHERE id = ?", (product_id,))
+    _count_changes(conn, removed)
     return removed
+
+
+def iter_product_rows(conn: sqlite3.Connection, dim: int, chunk: int = 16384) -> Iterator[tuple[np.ndarray, list[str], np.ndarray]]:
+    """Every live image as (keys, product ids, vectors), in key-ordered chunks (for fitting the metric)."""
+    last = 0
+    while True:
+        rows = conn.execute(
+            "SELECT key, vector, product_id FROM images WHERE key > ? ORDER BY key LIMIT ?", (last, chunk)
+        ).fetchall()
+        if not rows:
+            return
+        keys, vectors = _unpack(rows, dim)
+        last = int(keys[-1])
+        yield keys, [row[2] for row in rows], vectors
+
+
+def replace_calibration(conn: sqlite3.Connection, labels: list[str | None], vectors: np.ndarray) -> None:
+    """Keep the labelled photos a threshold was calibrated on (only their embeddings)."""
+    conn.execute("DELETE FROM calibration")
+    conn.executemany(
+        "INSERT INTO calibration (label, vector) VALUES (?, ?)",
+        [(label, np.ascontiguousarray(vector, dtype=np.float32).tobytes()) for label, vector in zip(labels, vectors)],
+    )
+
+
+def calibration_set(conn: sqlite3.Connection, dim: int) -> tuple[list[str | None], np.ndarray]:
+    rows = conn.execute("SELECT id, vector, label FROM calibration ORDER BY id").fetchall()
+    _, vectors = _unpack(rows, dim)
+    return [row[2] for row in rows], vectors
 
 
 def rows_after(conn: sqlite3.Connection, key: int, dim: int) -> tuple[np.ndarray, np.ndarray]:

@@ -11,14 +11,19 @@ class Match:
 
     product_id: str
     name: str
-    score: float  # cosine similarity of the best image of this product, in [-1, 1]
+    score: float  # cosine similarity of the best image of this product, in [-1, 1], under the catalog's metric
     image_key: int
+    # score minus the best other product's score: positive for the best product, the gap the
+    # decision rule weighs (None when the catalog offered no other product)
+    margin: float | None = None
 
     def __repr__(self) -> str:
-        return f"Match({self.product_id!r}, score={self.score:.3f}, image_key={self.image_key})"
+        margin = "" if self.margin is None else f", margin={self.margin:.3f}"
+        return f"Match({self.product_id!r}, score={self.score:.3f}{margin}, image_key={self.image_key})"
 
     def to_dict(self) -> dict:
-        return {"product_id": self.product_id, "name": self.name, "score": round(self.score, 6), "image_key": self.image_key}
+        return {"product_id": self.product_id, "name": self.name, "score": round(self.score, 6),
+                "margin": None if self.margin is None else round(self.margin, 6), "image_key": self.image_key}
 
 
 @dataclass(frozen=True)

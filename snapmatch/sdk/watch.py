@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
+from snapmatch.sdk.calibration import DecisionRule
 from snapmatch.sdk.frames import Backoff, Frame, FrameReader, open_source
 from snapmatch.sdk.motion import MotionGate
 from snapmatch.sdk.types import Match
@@ -119,7 +120,10 @@ class Watch:
             raise ValueError(f"every must be 1 or more (look up every N-th frame), not {every}")
         self.roi = check_region(roi) if roi is not None else None
         self.every = every
-        self.threshold = search.threshold if threshold is None else threshold
+        rule = search.rule
+        # An explicit threshold replaces the catalog's, under the catalog's margin weight.
+        self.rule = rule if threshold is None else DecisionRule(threshold, rule.margin_weight)
+        self.threshold = self.rule.threshold
         self._search = search
         self._gate = MotionGate(motion_threshold) if motion_threshold else None
         self._voter = Voter(voting)
@@ -195,7 +199,7 @@ class Watch:
                     best = self._lookup(image)
                 else:
                     self.stats.skipped_motion += 1  # unchanged: the last answer still holds
-                accepted = best if best is not None and best.score >= self.threshold else None
+                accepted = best if best is not None and self.rule.accepts(best.score, best.margin) else None
                 events = tuple(self._voter.vote(accepted, frame.index, frame.timestamp))
                 self.stats.events += len(events)
                 self._sync_stats(started)

@@ -85,7 +85,9 @@ class Template:
 def template(tmp_path_factory, model_path) -> Template:
     root = tmp_path_factory.mktemp("template")
     folder = root / "catalog"
-    with ProductSearch.create(folder, model=model_path) as search:
+    # adapt=False: identify() answers here follow the model card's threshold on raw cosines
+    # (damaged adaptation files are tested in test_adaptation.py).
+    with ProductSearch.create(folder, model=model_path, adapt=False) as search:
         for product in CATALOG_PRODUCTS:
             search.add_product(f"p{product}", [product_image(product), product_image(product, variant=2)])
         search.compact()

@@ -321,12 +321,13 @@ def test_identify_on_an_empty_catalog_returns_none(folder, model_path):
 def test_calibrate_stores_the_threshold_and_a_reopened_catalog_uses_it(search, folder, embedder):
     photos = labelled_photos()
     threshold = search.calibrate(photos, target_precision=0.99)
-    # independent reference: best cosine per photo, with the same model, in numpy
+    # independent reference: the rule's value (best cosine + weight x margin over the second product) in numpy
     catalog = embedder.embed([product_image(p) for p in KNOWN])
-    best = (embedder.embed([image for image, _ in photos]) @ catalog.T).max(axis=1)
-    known_scores = best[: 3 * len(KNOWN)]
-    assert threshold == pytest.approx(known_scores.min(), abs=TOL)  # every known photo is right and above all unknown
-    assert threshold > best[3 * len(KNOWN):].max()
+    ranked = np.sort(embedder.embed([image for image, _ in photos]) @ catalog.T, axis=1)
+    value = ranked[:, -1] + search.rule.margin_weight * (ranked[:, -1] - ranked[:, -2])
+    known_values = value[: 3 * len(KNOWN)]
+    assert threshold == pytest.approx(known_values.min(), abs=TOL)  # every known photo is right and above all unknown
+    assert threshold > value[3 * len(KNOWN):].max()
     manifest = manifest_of(folder)
     assert manifest["threshold"] == threshold and manifest["threshold_source"] == "calibrated"
     assert search.threshold == threshold
@@ -437,9 +438,12 @@ def test_public_names_and_one_error_hierarchy():
 
 def test_match_is_a_small_readable_result(search):
     match = search.search(product_image(0, variant=1), k=1)[0]
-    assert set(match.to_dict()) == {"product_id", "name", "score", "image_key"}
+    assert set(match.to_dict()) == {"product_id", "name", "score", "margin", "image_key"}
     assert repr(match).startswith("Match('product-0', score=")
     assert -1.0 - TOL <= match.score <= 1.0 + TOL
+    second = search.search(product_image(0, variant=1), k=2)
+    assert match.margin == pytest.approx(second[0].score - second[1].score, abs=1e-6)
+    assert second[1].margin == pytest.approx(second[1].score - second[0].score, abs=1e-6)
 
 
 def test_create_takes_the_search_graph_settings(tmp_path, model_path):
