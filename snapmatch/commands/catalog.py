@@ -30,16 +30,23 @@ def catalog() -> None:
               help="How the base index stores vectors (f16/i8: smaller, slightly less exact).")
 @click.option("--compact-at", type=click.IntRange(min=1), default=4096, show_default=True,
               help="Merge recent additions into the base once they reach this many images.")
+@click.option("--adapt/--no-adapt", default=True, show_default=True,
+              help="Fit the metric to the catalog's own photos once it has a few multi-photo products.")
 @json_option
-def create(catalog: Path, model: Path | None, vector_dtype: str, compact_at: int, as_json: bool) -> None:
+def create(catalog: Path, model: Path | None, vector_dtype: str, compact_at: int, adapt: bool, as_json: bool) -> None:
     """Create an empty catalog.
+
+    With --adapt (the default) the catalog learns its own products: once a
+    few products have two or more photos, it whitens its vectors by how
+    photos of one product vary, and refits as products come and go.
 
     \b
     snapmatch catalog create my-catalog --model model.onnx
     """
     from snapmatch.sdk.product_search import ProductSearch
 
-    with ProductSearch.create(catalog, model=model, vector_dtype=vector_dtype, compact_at=compact_at) as search:
+    with ProductSearch.create(catalog, model=model, vector_dtype=vector_dtype, compact_at=compact_at,
+                              adapt=adapt) as search:
         info = {"catalog": str(catalog), "model_id": search.model_id, "dim": search.embedder.dim,
                 "threshold": search.threshold}
     if as_json:
@@ -152,8 +159,10 @@ def remove(catalog: Path, product_ids: tuple[str, ...], as_json: bool) -> None:
 @catalog.command()
 @catalog_path
 @click.option("--rebuild", is_flag=True, help="Rebuild the whole graph from the database instead of patching it.")
+@click.option("--refit", is_flag=True,
+              help="Refit the catalog's own metric now (otherwise it is refitted once 10% of the catalog changed).")
 @json_option
-def compact(catalog: Path, rebuild: bool, as_json: bool) -> None:
+def compact(catalog: Path, rebuild: bool, refit: bool, as_json: bool) -> None:
     """Merge recent additions and removals into a new base index.
 
     \b
@@ -162,7 +171,7 @@ def compact(catalog: Path, rebuild: bool, as_json: bool) -> None:
     from snapmatch.sdk.catalog import Catalog
 
     with Catalog.open(catalog) as store:
-        changed = store.compact(rebuild=rebuild)
+        changed = store.compact(rebuild=rebuild, refit=True if refit else None)
         stats = store.stats()
     if as_json:
         emit_json({"compacted": changed, **stats})
@@ -181,8 +190,10 @@ def compact(catalog: Path, rebuild: bool, as_json: bool) -> None:
               help="Build effort used by the next full rebuild.")
 @click.option("--compact-at", type=click.IntRange(min=1), default=None,
               help="Merge recent additions into the base once they reach this many images.")
+@click.option("--adapt/--no-adapt", default=None,
+              help="Turn the catalog's own metric on (fitted now, when it can be) or off (dropped now).")
 @json_option
-def tune(catalog: Path, expansion_search, connectivity, expansion_add, compact_at, as_json: bool) -> None:
+def tune(catalog: Path, expansion_search, connectivity, expansion_add, compact_at, adapt, as_json: bool) -> None:
     """Change how a catalog's index searches and rebuilds (durable; readers pick it up).
 
     `snapmatch benchmark scale` measures what each setting costs and gains.
@@ -196,17 +207,35 @@ def tune(catalog: Path, expansion_search, connectivity, expansion_add, compact_a
     changes = {name: value for name, value in (("expansion_search", expansion_search), ("connectivity", connectivity),
                                                ("expansion_add", expansion_add), ("compact_at", compact_at))
                if value is not None}
-    if not changes:
+    if not changes and adapt is None:
         raise click.UsageError("give at least one setting to change (see --help)")
     with Catalog.open(catalog) as store:
-        store.update_manifest(**changes)
+        if changes:
+            store.update_manifest(**changes)
+        if adapt is not None:
+            store.set_adapt(adapt)
         manifest = store.manifest
+        adaptation = store.adaptation_status()
     settings = {name: getattr(manifest, name) for name in ("expansion_search", "connectivity", "expansion_add",
-                                                            "compact_at")}
+                                                            "compact_at", "adapt")}
+    settings["adaptation_in_force"] = adaptation["in_force"]
     if as_json:
         emit_json({"catalog": str(catalog), **settings})
     else:
         click.echo(f"{catalog}: " + ", ".join(f"{name} {value}" for name, value in settings.items()))
+
+
+def _describe_report(report: dict) -> str:
+    from snapmatch.sdk.calibration import CalibrationReport
+
+    return CalibrationReport(**{k: v for k, v in report.items() if k != "precision"}).describe()
+
+
+def _describe_adaptation(status: dict) -> str:
+    if not status["in_force"]:
+        return f"none: {status['reason']}"
+    return (f"in force ({status['file']}): fitted on {status['images']} photos of {status['products']} "
+            f"multi-photo products, shrinkage {status['shrinkage']}")
 
 
 @catalog.command()
@@ -230,6 +259,11 @@ def info(catalog: Path, list_products: bool, as_json: bool) -> None:
             "vector_dtype": manifest.vector_dtype,
             "threshold": manifest.threshold,
             "threshold_source": manifest.threshold_source,
+            "rule": store.rule.describe(),
+            "margin_weight": manifest.margin_weight,
+            # False: the threshold was fitted under another metric (recalibrate with `catalog calibrate`)
+            "threshold_current": store.threshold_current(),
+            "calibration": manifest.calibration,
             "connectivity": manifest.connectivity,
             "expansion_add": manifest.expansion_add,
             "expansion_search": manifest.expansion_search,
@@ -241,7 +275,12 @@ def info(catalog: Path, list_products: bool, as_json: bool) -> None:
         emit_json(payload)
         return
     for key, value in payload.items():
-        if key != "product_list":
+        if key == "adaptation":
+            click.echo(f"{key:17} {_describe_adaptation(value)}")
+        elif key == "calibration":
+            if value:
+                click.echo(f"{key:17} {_describe_report(value)}")
+        elif key != "product_list":
             click.echo(f"{key:17} {value}")
     for product in payload.get("product_list", []):
         click.echo(f"  {product['id']}  {product['name']}  ({product['image_count']} image(s))")
@@ -273,13 +312,17 @@ def calibrate(catalog: Path, labelled: Path, target_precision: float, threads: i
         known = {product.id for product in search.products()}
         pairs = [(item.path, item.product_id if item.product_id in known else None) for item in items]
         threshold = search.calibrate(pairs, target_precision=target_precision)
+        rule = search.rule
+        report = search.calibration_report()
     unknown = sum(1 for _, label in pairs if label is None)
     if as_json:
-        emit_json({"threshold": threshold, "target_precision": target_precision, "photos": len(pairs),
-                   "unknown_photos": unknown})
+        emit_json({"threshold": threshold, "margin_weight": rule.margin_weight, "rule": rule.describe(),
+                   "target_precision": target_precision, "photos": len(pairs), "unknown_photos": unknown,
+                   "report": report})
     else:
-        click.echo(f"threshold {threshold:.4f} for precision {target_precision} "
+        click.echo(f"rule {rule.describe()} for precision {target_precision} "
                    f"({len(pairs)} photos, {unknown} of products not in the catalog)")
+        click.echo(_describe_report(report))
 
 
 @catalog.command()

@@ -29,7 +29,7 @@ def _run(catalog: Path, images, threads, lookup):
     from snapmatch.sdk.product_search import ProductSearch
 
     with ProductSearch.open(catalog, readonly=True, threads=threads) as search:
-        return search.threshold, list(_each_image(search, images, lookup))
+        return search.rule, list(_each_image(search, images, lookup))
 
 
 def _fail_if_errors(rows) -> None:
@@ -74,20 +74,29 @@ def search(catalog: Path, images: tuple[str, ...], k: int, threads: int | None, 
 @threads_option
 @json_option
 def identify(catalog: Path, images: tuple[str, ...], threads: int | None, as_json: bool) -> None:
-    """Name the product in each image, or say it is not in the catalog (below the threshold).
+    """Name the product in each image, or say it is not in the catalog (it fails the catalog's rule).
+
+    The rule weighs the best product's score and its margin over the second
+    product (`snapmatch catalog info` shows it; `catalog calibrate` fits it).
+    An unknown answer still names the best candidate.
 
     \b
     snapmatch identify my-catalog frame.jpg
     """
-    threshold, rows = _run(catalog, images, threads, lambda s, image: s.search(image, k=1))
+    rule, rows = _run(catalog, images, threads, lambda s, image: s.search(image, k=1))
+    threshold = rule.threshold
     answers = []
     for image, result, error, ms in rows:
         best = result[0] if result else None
-        accepted = best is not None and best.score >= threshold
+        accepted = best is not None and rule.accepts(best.score, best.margin)
         answers.append({"image": image, "product": best.to_dict() if accepted else None,
-                        "best_score": round(best.score, 6) if best else None, "error": error, "ms": round(ms, 2)})
+                        "best": best.to_dict() if best else None,
+                        "best_score": round(best.score, 6) if best else None,
+                        "rule_value": round(rule.value(best.score, best.margin), 6) if best else None,
+                        "error": error, "ms": round(ms, 2)})
     if as_json:
-        emit_json({"threshold": threshold, "results": answers})
+        emit_json({"threshold": threshold, "margin_weight": rule.margin_weight, "rule": rule.describe(),
+                   "results": answers})
     else:
         for answer in answers:
             if answer["error"]:
@@ -96,7 +105,11 @@ def identify(catalog: Path, images: tuple[str, ...], threads: int | None, as_jso
                 product = answer["product"]
                 click.echo(f"{answer['image']}: {product['product_id']} ({product['score']:.3f})  {product['name']}".rstrip())
             else:
-                score = answer["best_score"]
-                detail = f"best score {score:.3f} < threshold {threshold:.3f}" if score is not None else "empty catalog"
+                best = answer["best"]
+                detail = "empty catalog"
+                if best is not None:
+                    margin = "" if best["margin"] is None else f", margin {best['margin']:.3f}"
+                    detail = (f"best guess {best['product_id']}: score {best['score']:.3f}{margin}; "
+                              f"fails {rule.describe()}")
                 click.echo(f"{answer['image']}: unknown ({detail})")
     _fail_if_errors(rows)

@@ -56,7 +56,7 @@ class CalibrationReport:
     @property
     def precision(self) -> float:
         named = self.named_right + self.named_wrong + (self.unknown - self.unknown_rejected)
-        return self.named_right / named if named else float("nan")
+        return self.named_right / named if named and self.known else float("nan")
 
     def to_dict(self) -> dict:
         fields = dict(self.__dict__)

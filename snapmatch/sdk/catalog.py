@@ -427,6 +427,17 @@ class Catalog:
             self._touch_database()
             self._refresh()
 
+    @_database_errors
+    def set_adapt(self, enabled: bool) -> bool:
+        """Turn adaptation on or off, and apply it now (fit, or drop, the transform); True when the metric changed."""
+        self._check_writable()
+        with self._write_mutex:
+            self.update_manifest(adapt=bool(enabled))
+            before = self._state.manifest.adaptation
+            if enabled and before is None or not enabled and before is not None:
+                self._compact(rebuild=False, refit=True)
+            return self._state.manifest.adaptation != before
+
     def _touch_database(self) -> None:
         # Readers notice changes through SQLite's data_version: make every
         # manifest change also a database commit.
@@ -550,7 +561,8 @@ class Catalog:
         rule = fit_rule(scores, margins, right & known, target_precision)
         return rule, calibration_report(rule, scores, margins, right, known)
 
-    def _store_rule(self, rule: DecisionRule, result: CalibrationReport, source: str, target_precision: float) -> None:
+    def _store_rule(self, rule: DecisionRule, result: CalibrationReport, source: str,
+                    target_precision: float | None) -> None:
         manifest = self._state.manifest
         self.update_manifest(
             threshold=rule.threshold, margin_weight=rule.margin_weight, threshold_source=source,
@@ -582,8 +594,8 @@ class Catalog:
                     manifest.adaptation is not None or manifest.threshold_source == "self-calibrated"
                 ):
                     sample = self_calibration.sample(self._write, manifest.dim)
-                    rule, result = self_calibration.fit(sample, self._state.adaptation, self_calibration.TARGET_PRECISION)
-                    self._store_rule(rule, result, "self-calibrated", self_calibration.TARGET_PRECISION)
+                    rule, result = self_calibration.fit(sample, self._state.adaptation)
+                    self._store_rule(rule, result, "self-calibrated", None)
                     return "self-calibrated"
         except CalibrationError:
             return "stale"

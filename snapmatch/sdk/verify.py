@@ -3,7 +3,8 @@
 `Catalog.open` checks only what is cheap (base size and header); a flipped bit
 inside the graph passes those checks and can crash usearch, so `verify` reads
 the whole base file and compares its SHA-256 with the manifest's. Repair
-rebuilds the base from the vectors SQLite keeps for every image.
+rebuilds the base from the vectors SQLite keeps for every image (and refits
+a damaged adaptation transform from them).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from snapmatch.sdk import base_index, store
+from snapmatch.sdk import adaptation, base_index, store
 from snapmatch.sdk.catalog import Catalog
 from snapmatch.sdk.embedder import Embedder
 from snapmatch.sdk.errors import SnapmatchError
@@ -73,6 +74,12 @@ def verify_catalog(folder: str | os.PathLike, *, repair: bool = False) -> Verify
         except SnapmatchError as exc:
             report.problems.append(str(exc))
             base_damaged = True
+    if manifest.adaptation is not None:
+        try:
+            adaptation.load(folder, manifest.adaptation, dim=manifest.dim)
+        except SnapmatchError as exc:
+            report.problems.append(str(exc))
+            base_damaged = True  # repair refits it, and rebuilds the base under the new fit
     model = folder / manifest.model_file
     try:
         if Embedder(model, threads=1).model_id != manifest.model_id:

@@ -60,8 +60,12 @@ def test_identify_names_known_and_rejects_unknown(catalog, queries):
     products = [r["product"]["product_id"] if r["product"] else None for r in payload["results"]]
     assert products == ["p2", "p4", None]
     assert payload["results"][2]["best_score"] < 0.9
+    best = payload["results"][2]["best"]  # an unknown answer still names its best guess
+    assert best["product_id"].startswith("p") and best["score"] == payload["results"][2]["best_score"]
+    assert payload["rule"] == "score >= 0.9000" and payload["margin_weight"] == 0.0
     text = run("identify", catalog, queries[2]).stdout
-    assert text.strip().endswith("< threshold 0.900)") and ": unknown (best score" in text
+    assert text.strip().endswith("fails score >= 0.9000)")
+    assert f": unknown (best guess {best['product_id']}: score {best['score']:.3f}, margin " in text
 
 
 def test_lookup_reports_bad_images_and_fails(catalog, queries, tmp_path):

@@ -254,7 +254,9 @@ def check_catalog(folder: Path, model: Model, inflight: Op | None) -> list[str]:
             if not readonly:
                 names = sorted(os.listdir(folder))
                 base = catalog.manifest.base.file if catalog.manifest.base else None
-                stray = [n for n in names if n.endswith(".tmp") or (re.match(r"base-\d+\.usearch$", n) and n != base)]
+                adaptation = catalog.manifest.adaptation.file if catalog.manifest.adaptation else None
+                stray = [n for n in names if n.endswith(".tmp") or (re.match(r"base-\d+\.usearch$", n) and n != base)
+                         or (re.match(r"adapt-\d+\.npz$", n) and n != adaptation)]
                 if stray:
                     failures.append(f"writer: recovery left stray files {stray}")
                 if base is not None and base not in names:
@@ -325,10 +327,14 @@ def snapshot(folder: Path, keep: Path) -> None:
 
 
 def test_sigkill_during_adds_removes_and_compactions(tmp_path):
-    """Kill a worker that adds, adds images, removes and compacts (also by itself: compact_at=12)."""
+    """Kill a worker that adds, adds images, removes and compacts (also by itself: compact_at=12).
+
+    The catalog adapts its metric, so writes also refit it (every 8 or more changes): a product found
+    top-1 by its own image at score > 0.99 shows base, delta and query under one transform.
+    """
     rng = np.random.default_rng(SEED)
     folder = tmp_path / "catalog"
-    Catalog.create(folder, model_id="m", dim=32, compact_at=12).close()
+    Catalog.create(folder, model_id="m", dim=32, compact_at=12, adapt=True).close()
     model = Model(dim=32)
     failures: list[str] = []
     kills = 0
@@ -367,6 +373,7 @@ def test_sigkill_during_adds_removes_and_compactions(tmp_path):
     elapsed = time.monotonic() - started
     with Catalog.open(folder, readonly=True) as catalog:
         stats = catalog.stats()
+        refits = catalog.manifest.adaptation is not None
     report(
         tmp_path,
         f"crash test: {kills} kills, {len(failures)} failures ({elapsed:.1f}s; calls that returned "
@@ -375,6 +382,7 @@ def test_sigkill_during_adds_removes_and_compactions(tmp_path):
     assert kills >= ITERATIONS * 0.9, f"only {kills} of {ITERATIONS} workers were killed"
     if ITERATIONS >= 20:
         assert all(done_kinds[kind] for kind in ("add", "add_images", "remove", "compact")), done_kinds
+        assert refits, "the catalog never fitted its metric: the test did not cover refits"
     assert not failures, "\n".join(failures[:20])
 
 
@@ -466,6 +474,7 @@ def test_sigkill_during_compaction_of_a_large_base(tmp_path):
     elapsed = time.monotonic() - started
     with Catalog.open(folder, readonly=True) as catalog:
         stats = catalog.stats()
+        refits = catalog.manifest.adaptation is not None
     report(
         tmp_path,
         f"crash test (compaction): {kills} kills, {len(failures)} failures ({elapsed:.1f}s; full compaction "
