@@ -36,6 +36,10 @@ def format_report(result: dict, *, top: int = 8) -> str:
         lines.append(f"{STAGE_NAMES[stage]:<{width}}" + "".join(f"{_triple(run['stages'][stage]):>24}" for run in runs))
     lines.append(f"{'  other (total - stages)':<{width}}"
                  + "".join(f"{run['stages']['other']['median']:>24.2f}" for run in runs))
+    if all("adaptation" in run["stages"] for run in runs):
+        # Inside `search`: the catalog's own metric, one [1, d] x [d, d] product per query.
+        lines.append(f"{'  of search: adaptation':<{width}}"
+                     + "".join(f"{_triple(run['stages']['adaptation']):>24}" for run in runs))
     lines += ["", f"{'inference, batch 1':<{width}}" + "".join(f"{run['label']:>24}" for run in runs)]
     for name, label in BASELINE_NAMES.items():
         if any(name in run["baselines"] for run in runs):

@@ -22,20 +22,24 @@ CALIBRATION_PHOTOS = 128  # train photos that calibrate an int8 model made here
 @click.option("--no-int8", is_flag=True, help="Measure the fp32 model only.")
 @click.option("--data", type=click.Path(file_okay=False), default=DEFAULT_DATA, show_default=True,
               help="Grocery-format dataset root (train.txt, val.txt, classes.csv, iconic images).")
-@click.option("--protocols", default="P1,P3,OPEN", show_default=True,
-              help="Comma-separated: P1 (in-store), P2 (new products; needs --p2-model), P3 (catalog-only), "
-                   "OPEN (unknown products, at a calibrated threshold).")
+@click.option("--protocols", default="P1,FEW,P3,OPEN", show_default=True,
+              help="Comma-separated: P1 (in-store), P2 (new products; needs --p2-model), FEW (P1 with iconic + 3 "
+                   "photos per product), P3 (catalog-only), OPEN (unknown products, per identify() rule).")
+@click.option("--adapt/--no-adapt", default=True, show_default=True,
+              help="Also measure every protocol with the catalog's adaptation on (its own metric).")
 @click.option("--p2-model", type=click.Path(exists=True, dir_okay=False), default=None,
               help="The model trained without P2's held-out products.")
 @click.option("--target-precision", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.95, show_default=True,
               help="OPEN: the precision the identify() threshold is calibrated for.")
 @click.option("--threads", type=click.IntRange(min=0), default=None, help="Inference threads (default: all cores).")
 @json_option
-def accuracy(model, int8, no_int8, data, protocols, p2_model, target_precision, threads, as_json) -> None:
+def accuracy(model, int8, no_int8, data, protocols, adapt, p2_model, target_precision, threads, as_json) -> None:
     """Recall@1, Recall@5, MAP@R and open-set figures through the runtime (ONNX Runtime + usearch catalog).
 
     Runs DESIGN.md's protocols on the development data for the fp32 model and
-    its int8 model, side by side, and reports the difference.
+    its int8 model, side by side, and reports the difference. With --adapt
+    (the default) the fp32 model is measured again with the catalog's own
+    metric (fitted on the catalog's photos, never on the queries).
 
     \b
     snapmatch benchmark accuracy
@@ -62,7 +66,8 @@ def accuracy(model, int8, no_int8, data, protocols, p2_model, target_precision, 
         for label, path in models:
             with progress(None, f"embedding ({label})") as bar:
                 report = evaluate(path, data, protocols=chosen, p2_model=p2_model if label == "fp32" else None,
-                                  target_precision=target_precision, threads=threads, on_batch=bar.update)
+                                  target_precision=target_precision, threads=threads, on_batch=bar.update,
+                                  adapt=adapt and label == "fp32")
             reports.append({"variant": label, **report})
     result = {"reports": reports, "int8_minus_fp32": _differences(reports)}
     if as_json:

@@ -45,15 +45,16 @@ def demo(catalog_dir: Path | None, threads: int | None, as_json: bool) -> None:
                 search.add_product(product["id"], [DEMO_DIR / p for p in product["photos"]], name=product["name"])
             build_ms = (time.perf_counter() - started) * 1000
             search.search(DEMO_DIR / manifest["queries"][0]["photo"], k=1)  # warm-up: first run allocates
-            threshold = search.threshold
+            rule = search.rule
+            threshold = rule.threshold
             rows = []
             for query in manifest["queries"]:
-                # One lookup per photo: identify() is the best match when it clears the threshold.
+                # One lookup per photo: identify() is the best match when it passes the catalog's rule.
                 start = time.perf_counter()
                 best = search.search(DEMO_DIR / query["photo"], k=1)
                 ms = (time.perf_counter() - start) * 1000
                 top = best[0] if best else None
-                identified = top.product_id if top and top.score >= threshold else None
+                identified = top.product_id if top and rule.accepts(top.score, top.margin) else None
                 rows.append({
                     "photo": query["photo"],
                     "truth": query["product"],

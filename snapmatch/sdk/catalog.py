@@ -188,6 +188,8 @@ class Catalog:
                         "for writing to rebuild it for this version"
                     )
                 catalog._load_state()
+            if not readonly and not catalog.threshold_current():
+                catalog.recalibrate()  # a refit was interrupted before its recalibration
         except BaseException:
             catalog.close()
             raise

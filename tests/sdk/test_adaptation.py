@@ -282,3 +282,19 @@ def test_a_calibrated_rule_is_refitted_on_its_photos_when_the_metric_is_refitted
     assert after.adaptation != first.adaptation  # 30 new photos on 60 fitted: refitted
     assert after.threshold_source == "calibrated" and after.target_precision == 0.9
     assert after.threshold_adaptation == after.adaptation.sha256  # fitted under the metric in force
+
+
+def test_a_refit_killed_before_its_recalibration_is_recalibrated_by_the_next_writer(tmp_path):
+    from snapmatch.sdk.manifest import write_manifest
+
+    vectors, labels = clustered(20, 4)
+    folder = tmp_path / "c"
+    with Catalog.create(folder, model_id="m", dim=32, adapt=True) as catalog:
+        fill(catalog, vectors, labels)
+        assert catalog.manifest.threshold_source == "self-calibrated" and catalog.threshold_current()
+    # As a kill between the compaction's manifest and the recalibration's would leave it:
+    write_manifest(folder, read_manifest(folder).replace(threshold_adaptation="0" * 64, threshold=0.123))
+    with Catalog.open(folder, readonly=True) as reader:
+        assert not reader.threshold_current()  # a reader says so (catalog info shows it) ...
+    with Catalog.open(folder) as writer:  # ... and the writer mends it at open
+        assert writer.threshold_current() and writer.manifest.threshold != 0.123
