@@ -64,6 +64,9 @@ class CalibrationReport:
         return fields
 
     def describe(self) -> str:
+        if self.known == 0:  # self-calibration: the catalog's own photos, each looked up without its product
+            return (f"on {self.photos} of the catalog's own photos looked up as unknown products: "
+                    f"{self.unknown_rejected}/{self.unknown} rejected")
         return (f"on {self.photos} photos: {self.named_right}/{self.known} known named right, {self.named_wrong} "
                 f"named wrong, {self.known_rejected} rejected; {self.unknown_rejected}/{self.unknown} unknown rejected")
 
