@@ -589,8 +589,9 @@ class Catalog:
             with self._write_mutex:
                 labels, vectors = store.calibration_set(self._write, manifest.dim)
                 if manifest.threshold_source == "calibrated" and len(labels):
-                    rule, result = self._fit_rule(vectors, labels, manifest.target_precision or 0.95)
-                    self._store_rule(rule, result, "calibrated", manifest.target_precision or 0.95)
+                    target = manifest.target_precision or 0.95  # calibrations before this field aimed unknown
+                    rule, result = self._fit_rule(vectors, labels, target)
+                    self._store_rule(rule, result, "calibrated", target)
                     return "recalibrated"
                 if manifest.threshold_source != "calibrated" and (
                     manifest.adaptation is not None or manifest.threshold_source == "self-calibrated"

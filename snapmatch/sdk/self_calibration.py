@@ -39,18 +39,21 @@ class Sample:
 
 
 def sample(conn: sqlite3.Connection, dim: int, *, seed: int = 0) -> Sample:
-    """The catalog's images (at most MAX_GALLERY of them, drawn at random)."""
+    """The catalog's images, about MAX_GALLERY of them drawn at random as the rows stream by.
+
+    Drawn chunk by chunk, so a catalog of a million images is never loaded whole.
+    """
+    rng = np.random.default_rng(seed)
+    rate = min(1.0, MAX_GALLERY / max(1, store.counts(conn)[1]))
     ids: list[str] = []
     chunks = []
     for _, products, vectors in store.iter_product_rows(conn, dim):
-        ids.extend(products)
-        chunks.append(vectors)
+        keep = rng.random(len(products)) < rate if rate < 1.0 else np.ones(len(products), dtype=bool)
+        ids.extend(product for product, kept in zip(products, keep) if kept)
+        chunks.append(vectors[keep])
     vectors = np.concatenate(chunks) if chunks else np.zeros((0, dim), dtype=np.float32)
     _, index = np.unique(np.array(ids, dtype=object), return_inverse=True)
-    if len(vectors) > MAX_GALLERY:
-        keep = np.sort(np.random.default_rng(seed).choice(len(vectors), MAX_GALLERY, replace=False))
-        vectors, index = vectors[keep], np.unique(index[keep], return_inverse=True)[1]
-    return Sample(np.asarray(index, dtype=np.int64), vectors)
+    return Sample(np.asarray(index, dtype=np.int64).reshape(-1), vectors)
 
 
 def fit(sample: Sample, adaptation: Adaptation | None, *, seed: int = 0) -> tuple[DecisionRule, CalibrationReport]:

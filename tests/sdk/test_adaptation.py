@@ -294,3 +294,18 @@ def test_a_refit_killed_before_its_recalibration_is_recalibrated_by_the_next_wri
         assert not reader.threshold_current()  # a reader says so (catalog info shows it) ...
     with Catalog.open(folder) as writer:  # ... and the writer mends it at open
         assert writer.threshold_current() and writer.manifest.threshold != 0.123
+
+
+def test_self_calibration_of_a_large_catalog_draws_a_sample_as_rows_stream(tmp_path, monkeypatch):
+    from snapmatch.sdk import self_calibration
+
+    monkeypatch.setattr(self_calibration, "MAX_GALLERY", 50)  # a "large" catalog without building one
+    vectors, labels = clustered(60, 3)
+    with Catalog.create(tmp_path / "c", model_id="m", dim=32) as catalog:
+        fill(catalog, vectors, labels)
+        drawn = self_calibration.sample(catalog._write, 32)
+        assert 20 <= len(drawn.vectors) <= 90  # about 50 of 180, never all
+        assert drawn.products.max() + 1 == len(np.unique(drawn.products))  # products renumbered densely
+        rule, result = self_calibration.fit(drawn, None)
+    assert result.unknown == len(drawn.vectors) and result.unknown_rejected >= 0.85 * result.unknown
+    assert rule.margin_weight == self_calibration.MARGIN_WEIGHT
