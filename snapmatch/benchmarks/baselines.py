@@ -93,11 +93,14 @@ def torch_baseline(spec: InputSpec, *, threads: int, checkpoint: str | os.PathLi
     fields, source = card_recipe()
     state = None
     if checkpoint is not None:
+        from snapmatch.sdk.errors import CheckpointError
+        from snapmatch.training.checkpoint import load_checkpoint
+
         try:
-            state = torch.load(os.fspath(checkpoint), map_location="cpu", weights_only=False)
-            fields, source = state["model_config"], f"checkpoint {checkpoint}"
-        except (OSError, RuntimeError, KeyError, TypeError, ValueError) as exc:
-            raise BaselineUnavailable(f"cannot load checkpoint {checkpoint}: {exc}") from None
+            state = load_checkpoint(checkpoint)
+        except CheckpointError as exc:
+            raise BaselineUnavailable(str(exc)) from None
+        fields, source = state["model_config"], f"checkpoint {checkpoint}"
     torch.manual_seed(0)
     model = build_model(ModelConfig.from_dict(fields))
     if state is not None:

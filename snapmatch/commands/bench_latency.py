@@ -45,7 +45,7 @@ def latency(model, threads, images, repeats, warmup, batch_sizes, catalog_size, 
     \b
     snapmatch benchmark latency
     snapmatch benchmark latency --threads 1 --repeats 300 --plot latency.png
-    snapmatch benchmark latency --images ../shared/data/grocery/val --int8 model-int8.onnx --json
+    snapmatch benchmark latency --images my-photos/ --int8 model-int8.onnx --json
     """
     from snapmatch.benchmarks.latency import LatencyConfig, run
     from snapmatch.benchmarks.latency_report import format_report, plot

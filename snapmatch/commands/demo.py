@@ -19,12 +19,39 @@ def _load_manifest() -> dict:
     return json.loads((DEMO_DIR / "photos.json").read_text())
 
 
+def _write_photos(manifest: dict, folder: Path) -> int:
+    """The demo's photos as a dataset folder: PRODUCT/catalog/ holds the pack shot, PRODUCT/ the shop photos."""
+    import shutil
+
+    from snapmatch.sdk.errors import CatalogExistsError
+
+    queries = {q["product"]: q["photo"] for q in manifest["queries"] if q["product"]}
+    written = 0
+    for product in manifest["products"]:
+        iconic, *shop = product["photos"]  # NAME-0 is the product's iconic image (ATTRIBUTION.md)
+        shop = shop + ([queries[product["id"]]] if product["id"] in queries else [])
+        targets = [(iconic, folder / product["id"] / "catalog" / Path(iconic).name)]
+        targets += [(photo, folder / product["id"] / Path(photo).name) for photo in shop]
+        for source, target in targets:
+            if target.exists():  # the same command twice is fine; overwriting someone's photo is not
+                if target.read_bytes() != (DEMO_DIR / source).read_bytes():
+                    raise CatalogExistsError(f"{target} exists and is not the demo's photo: choose a new folder")
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(DEMO_DIR / source, target)
+        written += len(targets)
+    return written
+
+
 @click.command()
 @click.option("--catalog", "catalog_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep the demo catalog in this (new) folder instead of a temporary one.")
 @click.option("--threads", type=click.IntRange(min=0), default=None, help="CPU threads (0: all cores).")
+@click.option("--write-photos", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Only write the bundled photos to this (new) folder, one sub-folder per product with its "
+                   "pack shot in catalog/: the layout `catalog import`, `train` and `evaluate` take.")
 @json_option
-def demo(catalog_dir: Path | None, threads: int | None, as_json: bool) -> None:
+def demo(catalog_dir: Path | None, threads: int | None, write_photos: Path | None, as_json: bool) -> None:
     """Build a catalog from bundled product photos, then identify other photos.
 
     Uses the shipped default model and a handful of photos from the Grocery
@@ -33,10 +60,18 @@ def demo(catalog_dir: Path | None, threads: int | None, as_json: bool) -> None:
     \b
     snapmatch demo
     snapmatch demo --catalog my-demo-catalog     # keep the catalog to play with
+    snapmatch demo --write-photos demo-photos    # a tiny dataset to try `snapmatch train` on
     """
     from snapmatch.sdk.product_search import ProductSearch
 
     manifest = _load_manifest()
+    if write_photos is not None:
+        written = _write_photos(manifest, write_photos)
+        if as_json:
+            emit_json({"folder": str(write_photos), "products": len(manifest["products"]), "images": written})
+        else:
+            click.echo(f"wrote {written} photos of {len(manifest['products'])} products to {write_photos}")
+        return
     with tempfile.TemporaryDirectory() as tmp:
         folder = catalog_dir or Path(tmp) / "demo-catalog"
         started = time.perf_counter()

@@ -50,3 +50,39 @@ def progress(total: int | None, description: str):
     from tqdm import tqdm
 
     return tqdm(total=total, desc=description, unit="img", file=sys.stderr, disable=None, leave=False)
+
+
+TRAIN_EXTRA = ("torch", "onnx", "pytorch_metric_learning")
+DATA_ENV = "SNAPMATCH_DATA"  # a development dataset for commands whose --data is not given (tests and CI set it)
+
+
+def require_train_extra(command: str) -> None:
+    """One line naming what to install, instead of a ModuleNotFoundError traceback, when torch & co. are missing."""
+    import importlib.util
+
+    from snapmatch.sdk.errors import SnapmatchError
+
+    missing = []
+    for module in TRAIN_EXTRA:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(module)
+    if missing:
+        raise SnapmatchError(f"snapmatch {command} needs the train extra ({', '.join(missing)} not installed): "
+                             "pip install torch==2.13.0 && pip install 'snapmatch[train]' (the first line keeps "
+                             "PyTorch's CPU build)")
+
+
+def data_or_env(data: str | None, option: str = "--data") -> str:
+    """`data`, else $SNAPMATCH_DATA, else a usage error saying how to give one."""
+    import os
+
+    if data:
+        return data
+    if os.environ.get(DATA_ENV):
+        return os.environ[DATA_ENV]
+    raise click.UsageError(f"no dataset: give {option} DIR (a folder of product sub-folders, a list file, or the "
+                           f"Grocery Store Dataset) or set {DATA_ENV}")

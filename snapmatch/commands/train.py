@@ -1,4 +1,4 @@
-"""`snapmatch train` and `snapmatch evaluate` (need the `train` extra for training)."""
+"""`snapmatch train` (needs the `train` extra) and `snapmatch evaluate` (runtime only)."""
 
 from __future__ import annotations
 
@@ -7,112 +7,152 @@ from pathlib import Path
 
 import click
 
-from snapmatch.commands.output import emit_json, json_option, progress
-
-DEFAULT_DATA = "../shared/data/grocery"
+from snapmatch.commands.output import emit_json, json_option, progress, require_train_extra
 
 
-def _exclusions(value: str | None, data: str) -> list[int]:
-    """`p2` (the protocol's held-out products) or a comma-separated list of fine labels."""
+def _unseen(value: str | None) -> list[str] | None:
+    """Comma-separated product ids, or @FILE with one per line."""
     if not value:
-        return []
-    if value == "p2":
-        from snapmatch.benchmarks.accuracy import held_out_products
-        from snapmatch.training.grocery import GroceryData
-
-        return held_out_products(GroceryData.load(data))
-    try:
-        return sorted(int(part) for part in value.split(",") if part.strip())
-    except ValueError:
-        raise click.BadParameter("give `p2` or comma-separated fine labels, e.g. 3,17,42") from None
+        return None
+    if value.startswith("@"):
+        text = Path(value[1:]).read_text()
+        return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 @click.command()
-@click.option("--data", type=click.Path(exists=True, file_okay=False), default=DEFAULT_DATA, show_default=True,
-              help="Grocery-format dataset root (train.txt, classes.csv, ...).")
-@click.option("--out", type=click.Path(file_okay=False), required=True, help="Run folder: checkpoints, log, config.")
+@click.argument("photos", type=click.Path(exists=True))
+@click.option("--out", type=click.Path(file_okay=False), required=True,
+              help="Run folder (new, or with --resume): checkpoints, log, config, model.onnx, evaluation.json.")
+@click.option("--epochs", type=click.IntRange(min=0), default=10, show_default=True,
+              help="0 writes the starting network unchanged (e.g. the ImageNet-features baseline).")
+@click.option("--holdout", type=click.FloatRange(0, 0.9), default=0.2, show_default=True,
+              help="Share of products held out of training, to measure products the model never saw. "
+                   "0 trains on every product (no unseen figure).")
+@click.option("--folds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="K > 1: train K models, each product held out in exactly one; report the mean over folds.")
+@click.option("--unseen", default=None, help="Hold out these products instead: ids `a,b,c` or @FILE (one per line).")
+@click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the product and photo split.")
+@click.option("--pretrained", default="default", show_default=True,
+              help="Starting weights: `default` (the shipped model: offline, already knows products), a "
+                   "state-dict .pt or snapmatch .onnx file (e.g. ImageNet weights), `imagenet` (torchvision's, "
+                   "online) or `none`.")
 @click.option("--loss", type=click.Choice(["triplet", "multisimilarity", "arcface", "contrastive"]),
               default="multisimilarity", show_default=True)
 @click.option("--backbone", type=click.Choice(["small", "large_minimalistic"]), default="small", show_default=True)
-@click.option("--pretrained", default=None,
-              help="ImageNet weights: a local .pt file, or `imagenet` to download torchvision's (online only). "
-                   "Default: ../shared/weights for the chosen backbone.")
 @click.option("--head", type=click.Choice(["pooled", "linear", "prelogits"]), default="pooled", show_default=True)
 @click.option("--dim", type=click.IntRange(min=0), default=0, help="Embedding size of a linear head.")
-@click.option("--epochs", type=click.IntRange(min=0), default=10, show_default=True,
-              help="0 writes the pretrained network unchanged (the ImageNet-features baseline).")
-@click.option("--batch-size", type=click.IntRange(min=4), default=64, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=4), default=64, show_default=True,
+              help="At most this many photos a step; a dataset with few products gets products x 4.")
 @click.option("--image-size", type=click.IntRange(min=32), default=224, show_default=True)
 @click.option("--backbone-lr", type=float, default=1e-4, show_default=True)
 @click.option("--lr", type=float, default=3e-4, show_default=True, help="Learning rate of new layers and loss proxies.")
-@click.option("--exclude-products", default=None, help="Leave products out of training: `p2` or labels `3,17,42`.")
-@click.option("--max-products", type=click.IntRange(min=2), default=None, help="Train on the first N products only (smoke runs).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of training (batches, views, init).")
 @click.option("--threads", type=click.IntRange(min=0), default=0, help="torch CPU threads (0: all cores).")
-@click.option("--resume", is_flag=True, help="Continue from OUT/last.pt.")
-def train(data, out, loss, backbone, pretrained, head, dim, epochs, batch_size, image_size, backbone_lr, lr,
-          exclude_products, max_products, seed, threads, resume) -> None:
-    """Fine-tune the embedding network with a metric-learning loss.
+@click.option("--no-evaluate", is_flag=True, help="Skip the export and the seen / unseen measurement at the end.")
+@click.option("--resume", is_flag=True, help="Continue the run in OUT (its last checkpoint, or its next fold).")
+@json_option
+def train(photos, out, epochs, holdout, folds, unseen, split_seed, pretrained, loss, backbone, head, dim, batch_size,
+          image_size, backbone_lr, lr, seed, threads, no_evaluate, resume, as_json) -> None:
+    """Fine-tune the embedding network on your own product photos.
 
-    Writes OUT/last.pt after every epoch (resumable with --resume), OUT/log.jsonl
-    and OUT/config.json. Export the result with `snapmatch export OUT/last.pt`.
+    PHOTOS is a folder with one sub-folder of photos per product (the layout
+    `catalog import` takes; pack shots may go in a `catalog/` folder inside
+    a product's folder), a `path, product_id[, name]` list file, or the
+    Grocery Store Dataset.
+
+    A seeded share of the products (--holdout) is kept out of training; at
+    the end the run exports OUT/model.onnx and measures it through the
+    runtime: Recall@1 on products it trained on (held-out photos) and on
+    products it never saw (added to the catalog from their photos, as a
+    device adds a new product). OUT/last.pt is written after every epoch.
 
     \b
-    snapmatch train --out runs/ms --loss multisimilarity --epochs 12
-    snapmatch train --out runs/p2 --exclude-products p2      # protocol P2
+    snapmatch train my-photos/ --out runs/mine
+    snapmatch train my-photos/ --out runs/mine-5fold --folds 5 --epochs 5
+    snapmatch train my-photos/ --out runs/final --holdout 0      # every product, to ship
+    snapmatch export runs/final/last.pt --int8
     """
+    require_train_extra("train")
+    import sys
+
+    from snapmatch.training.data import load_dataset
+    from snapmatch.training.runs import format_summary, plan_splits, run
     from snapmatch.training.train import TrainConfig
-    from snapmatch.training.train import train as run_training
 
-    if pretrained is None:
-        name = "mobilenet_v3_small" if backbone == "small" else "mobilenet_v3_large_minimalistic"
-        pretrained = str(Path(data).resolve().parent.parent / "weights" / f"{name}-imagenet.pt")
-    excluded = _exclusions(exclude_products, data)
-    if max_products:
-        from snapmatch.training.grocery import GroceryData
-
-        excluded = sorted(set(excluded) | {label for label in GroceryData.load(data).names if label >= max_products})
-    config = TrainConfig(data=str(data), out=str(out), backbone=backbone, pretrained=pretrained, head=head, dim=dim,
-                         loss=loss, epochs=epochs, batch_size=batch_size, image_size=image_size,
-                         backbone_lr=backbone_lr, lr=lr, exclude_products=excluded, seed=seed, threads=threads)
-    checkpoint = run_training(config, resume=resume)
-    click.echo(f"trained: {checkpoint}")
+    echo = (lambda line: click.echo(line, err=True)) if as_json else click.echo
+    dataset = load_dataset(photos)
+    splits = plan_splits(dataset, holdout=holdout, folds=folds, seed=split_seed, unseen=_unseen(unseen))
+    if not as_json:
+        products = len(dataset.products)
+        held = ", ".join(f"{len(s.unseen)}" for s in splits)
+        echo(f"{dataset.format} dataset {dataset.source}: {products} products, {len(dataset.photos)} images "
+             f"({len(dataset.catalog_images())} catalog-style); products held out: {held} (split seed {split_seed})")
+    config = TrainConfig(data=str(dataset.source), out=str(out), backbone=backbone,
+                         pretrained="" if pretrained == "none" else pretrained, head=head, dim=dim, loss=loss,
+                         epochs=epochs, batch_size=batch_size, image_size=image_size, backbone_lr=backbone_lr, lr=lr,
+                         seed=seed, threads=threads)
+    summary = run(config, dataset, splits, resume=resume, evaluate=not no_evaluate,
+                  progress=sys.stderr.isatty() or not as_json, echo=echo)
+    if as_json:
+        emit_json(json.loads(json.dumps(summary, default=float)))
+    else:
+        click.echo(format_summary(summary))
 
 
 @click.command()
-@click.argument("models", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--data", type=click.Path(exists=True, file_okay=False), default=DEFAULT_DATA, show_default=True)
-@click.option("--protocols", default="P1,P2,P3,OPEN", show_default=True, help="Comma-separated: P1, P2, P3, OPEN.")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.argument("photos", type=click.Path(exists=True))
+@click.option("--split", "split_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A run's split (OUT/evaluation.json or a split JSON) instead of the one the model records.")
+@click.option("--protocols", default="P1,FEW,P3,OPEN", show_default=True,
+              help="Comma-separated: P1, FEW, P3 (needs catalog-style images), OPEN, P2 (needs --p2-model).")
 @click.option("--p2-model", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="The model trained with --exclude-products p2 (needed for P2).")
-@click.option("--target-precision", type=float, default=0.95, show_default=True, help="OPEN: identify() precision target.")
-@click.option("--threads", type=click.IntRange(min=0), default=None)
+              help="P2: a model trained with products held out, beside MODEL trained on them.")
+@click.option("--adapt/--no-adapt", default=True, show_default=True,
+              help="Also measure with the catalog's adaptation on (its own metric, fitted on catalog photos only).")
+@click.option("--target-precision", type=click.FloatRange(0, 1, min_open=True), default=0.95, show_default=True,
+              help="OPEN: the precision identify()'s rule is calibrated for.")
+@click.option("--threads", type=click.IntRange(min=0), default=None, help="Inference threads (default: all cores).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also write the JSON report here.")
 @json_option
-def evaluate(models, data, protocols, p2_model, target_precision, threads, out, as_json) -> None:
-    """Measure retrieval through the runtime (ONNX Runtime + usearch) on the protocols of DESIGN.md.
+def evaluate(model, photos, split_file, protocols, p2_model, adapt, target_precision, threads, out, as_json) -> None:
+    """Measure a model on a dataset through the runtime (ONNX Runtime + a real catalog).
 
-    Give several models (e.g. the ImageNet-features baseline beside a trained
-    one) to compare them on the same photos.
+    Recall@1 / @5 (by product), MAP@R (by image), and identify() with a third
+    of the products unknown (OPEN). When MODEL was trained by `snapmatch train`
+    on PHOTOS, it records its split, and the figures are given separately for
+    products it trained on (seen) and products it never saw (unseen).
 
     \b
-    snapmatch evaluate runs/ms/model.onnx baseline.onnx --p2-model runs/p2/model.onnx
+    snapmatch evaluate runs/mine/model.onnx my-photos/
+    snapmatch evaluate snapmatch/models/default.onnx my-photos/ --json
     """
-    from snapmatch.benchmarks.accuracy import PROTOCOLS, evaluate as run_evaluation, format_report
+    from snapmatch.evaluation import PROTOCOLS, evaluate as run_evaluation, format_report
+    from snapmatch.training.data import load_dataset
+    from snapmatch.training.splits import Split
 
     chosen = tuple(p.strip().upper() for p in protocols.split(",") if p.strip())
     unknown = [p for p in chosen if p not in PROTOCOLS]
-    if unknown:
-        raise click.BadParameter(f"unknown protocol(s) {', '.join(unknown)}", param_hint="--protocols")
-    reports = []
-    for model in models:
-        with progress(None, f"embedding ({Path(model).name})") as bar:
-            reports.append(run_evaluation(model, data, protocols=chosen, p2_model=p2_model,
-                                          target_precision=target_precision, threads=threads,
-                                          on_batch=bar.update))
+    if unknown or not chosen:
+        raise click.BadParameter(f"choose from {', '.join(PROTOCOLS)}", param_hint="--protocols")
+    if "P2" in chosen and p2_model is None:
+        raise click.BadParameter("P2 needs --p2-model", param_hint="--protocols")
+    split = None
+    if split_file:
+        raw = json.loads(Path(split_file).read_text())
+        split = Split.from_dict(raw.get("split", raw))
+    dataset = load_dataset(photos)
+    with progress(None, f"embedding ({Path(model).name})") as bar:
+        report = run_evaluation(model, dataset, split=split, protocols=chosen, p2_model=p2_model, adapt=adapt,
+                                target_precision=target_precision, threads=threads, on_batch=bar.update)
     if out:
-        Path(out).write_text(json.dumps(reports, indent=2))
+        Path(out).write_text(json.dumps(report, indent=2, default=float))
     if as_json:
-        emit_json(reports)
-    else:
-        click.echo(format_report(reports))
+        emit_json(json.loads(json.dumps(report, default=float)))
+        return
+    click.echo(f"{dataset.format} dataset {dataset.source}: {report['products']} products; split: "
+               f"{report['split_origin']} ({report['unseen_products']} unseen)")
+    click.echo(format_report([report]))
+    if report["skipped"]:
+        click.echo(f"skipped {len(report['skipped'])} unreadable photo(s)", err=True)

@@ -41,11 +41,12 @@ class ExportSpec:
     """What export writes into the model's metadata beside what it derives itself (model id, dim)."""
 
     input: InputSpec  # input size and resize policy the network was trained with
-    data_fingerprint: str  # id of the training data (snapmatch.training.grocery.fingerprint)
+    data_fingerprint: str  # id of the training data (snapmatch.training.data.fingerprint)
     name: str = ""  # human-readable model name for the model card
     id_prefix: str = "snapmatch"  # readable start of the model id, e.g. "mnv3s"
     embedding_dim: int | None = None  # None: taken from the network's output; else checked against it
     default_threshold: float | None = None  # identify() threshold the model card recommends
+    training_split: dict | None = None  # the run's split (snapmatch.training.splits.Split.to_dict)
 
     def model_spec(self, *, model_id: str, embedding_dim: int, quantization: str = "fp32") -> ModelSpec:
         return ModelSpec(
@@ -56,6 +57,7 @@ class ExportSpec:
             quantization=quantization,
             default_threshold=self.default_threshold,
             name=self.name,
+            training_split=self.training_split,
         )
 
 

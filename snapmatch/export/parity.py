@@ -15,7 +15,7 @@ from typing import Hashable, Sequence
 
 import numpy as np
 
-from snapmatch.benchmarks.metrics import deepest_r, map_at_r, ranking, recall_at
+from snapmatch.evaluation.metrics import deepest_r, map_at_r, ranking, recall_at
 from snapmatch.sdk.embedder import Embedder
 from snapmatch.sdk.preprocess import preprocess
 

@@ -3,6 +3,10 @@
 A source is either a list file of `path, product_id[, name]` lines (paths
 relative to the list file; `#` starts a comment) or a folder with one
 sub-folder of photos per product (the sub-folder's name is the product id).
+Catalog-style images (pack shots, studio photos) may sit in a `catalog/`
+folder inside a product's folder; in a list file, an image whose parent
+folder is named `catalog` is one. A catalog takes them like any photo;
+training and evaluation tell them apart (see snapmatch.training.data).
 Each product is committed on its own, so a failure late in a long import
 loses nothing that came before it.
 """
@@ -21,6 +25,7 @@ from snapmatch.sdk.errors import ImageError, ImportSourceError
 from snapmatch.sdk.product_search import ProductSearch
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+CATALOG_FOLDER = "catalog"  # a product's catalog-style images (pack shots) live in a folder of this name
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,7 @@ class ImportItem:
     path: Path
     product_id: str | None  # None: a photo of something not in the catalog (calibration only)
     name: str = ""
+    catalog: bool = False  # a catalog-style image (pack shot), not a photo taken in the shop
 
 
 @dataclass
@@ -68,12 +74,19 @@ def _read_folder(root: Path, allow_unlabelled: bool) -> list[ImportItem]:
             if not allow_unlabelled:
                 continue
             product_id = None
-        for path in sorted(folder.iterdir()):
-            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-                items.append(ImportItem(path, product_id))
+        for path in _images(folder / CATALOG_FOLDER):
+            items.append(ImportItem(path, product_id, catalog=True))
+        for path in _images(folder):
+            items.append(ImportItem(path, product_id))
     if not items:
         raise ImportSourceError(f"{root} holds no product sub-folders with images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return items
+
+
+def _images(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return [path for path in sorted(folder.iterdir()) if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES]
 
 
 def _read_list(list_file: Path, allow_unlabelled: bool) -> list[ImportItem]:
@@ -92,7 +105,8 @@ def _read_list(list_file: Path, allow_unlabelled: bool) -> list[ImportItem]:
         if not product_id and not allow_unlabelled:
             raise ImportSourceError(f"{list_file}:{number}: empty product id")
         name = ",".join(row[2:]).strip() if len(row) > 2 else ""
-        items.append(ImportItem(path if path.is_absolute() else list_file.parent / path, product_id or None, name))
+        items.append(ImportItem(path if path.is_absolute() else list_file.parent / path, product_id or None, name,
+                                catalog=path.parent.name == CATALOG_FOLDER))
     if not items:
         raise ImportSourceError(f"{list_file} lists no images")
     return items

@@ -88,6 +88,14 @@ class ImportSourceError(SnapmatchError):
     """An import list file or folder is missing or malformed."""
 
 
+class DatasetError(ImportSourceError):
+    """A training or evaluation dataset is missing, malformed, empty or too small."""
+
+
+class CheckpointError(SnapmatchError):
+    """A training checkpoint is missing, corrupt, or not one snapmatch wrote."""
+
+
 class CalibrationError(SnapmatchError):
     """No threshold reaches the target precision on the labelled photos given."""
 

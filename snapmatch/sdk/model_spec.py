@@ -8,6 +8,7 @@ and validates them.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from snapmatch.sdk.errors import ModelContractError
@@ -49,6 +50,9 @@ class ModelSpec:
     format_version: int = FORMAT_VERSION
     default_threshold: float | None = None  # identify() threshold the model card recommends
     name: str = ""
+    # How the training run split its data: the dataset's fingerprint, the query photos' seed and share,
+    # and the products held out of training (snapmatch.training.splits.Split.to_dict). None: not recorded.
+    training_split: dict | None = None
 
     def to_metadata(self) -> dict[str, str]:
         """The `metadata_props` that describe this model (export writes them)."""
@@ -65,6 +69,8 @@ class ModelSpec:
         }
         if self.default_threshold is not None:
             props["default_threshold"] = repr(self.default_threshold)
+        if self.training_split is not None:
+            props["training_split"] = json.dumps(self.training_split, sort_keys=True)
         return {PREFIX + key: value for key, value in props.items()}
 
     @classmethod
@@ -84,6 +90,9 @@ class ModelSpec:
             crop = float(ours.get("crop_fraction", "0.875"))
             threshold = ours.get("default_threshold")
             threshold_value = float(threshold) if threshold not in (None, "") else None
+            split = json.loads(ours["training_split"]) if ours.get("training_split") else None
+            if split is not None and not isinstance(split, dict):
+                raise ValueError("training_split is not a JSON object")
         except ValueError as exc:
             raise ModelContractError(f"{source} has malformed snapmatch metadata: {exc}") from None
         if version < 1:
@@ -109,4 +118,5 @@ class ModelSpec:
             format_version=version,
             default_threshold=threshold_value,
             name=ours.get("name", ""),
+            training_split=split,
         )

@@ -2,7 +2,7 @@
 
 The module tree (`features.N.block.M...`, `avgpool`, `classifier.*`) and the
 configuration tables are torchvision's (`torchvision.models.mobilenetv3`), so
-torchvision's checkpoints and the converted TF ones in `../shared/weights`
+torchvision's checkpoints and the converted TF ones (Google's MobileNetV3 release)
 load with `load_state_dict(sd, strict=True)`. Two additions:
 
 - `tf_padding`: TensorFlow's "SAME" padding for stride-2 convolutions (the

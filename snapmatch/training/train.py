@@ -1,10 +1,10 @@
 """Fine-tune the embedding network with a metric-learning loss. Reads top to bottom.
 
-    snapmatch train --data ../shared/data/grocery --out runs/ms --loss multisimilarity
+    snapmatch train my-photos/ --out runs/mine
 
-A checkpoint (`last.pt`: model, optimiser, epoch, config, random state) is
-written atomically after every epoch; `--resume` continues from it, so a run
-killed mid-way loses at most one epoch.
+A checkpoint (`last.pt`: model, optimiser, epoch, config, split, random
+state) is written atomically after every epoch; `--resume` continues from
+it, so a run killed mid-way loses at most one epoch.
 """
 
 from __future__ import annotations
@@ -16,66 +16,105 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
+from snapmatch.sdk.errors import CatalogExistsError, DatasetError, ImageError
 from snapmatch.training.augment import AugmentConfig, augment
-from snapmatch.training.grocery import GroceryData, Photo, fingerprint
+from snapmatch.training.checkpoint import load_checkpoint
+from snapmatch.training.data import Dataset, Photo
 from snapmatch.training.losses import build_criterion
+from snapmatch.training.splits import Split
+
+MIN_IMAGES_PER_PRODUCT = 2  # a product needs a positive pair to be learnt from
 
 
 @dataclass
 class TrainConfig:
-    data: str = "../shared/data/grocery"  # dataset root (train.txt, classes.csv, ...)
+    data: str = ""  # the dataset: a folder of product sub-folders, a list file, or a Grocery root
     out: str = "runs/default"  # checkpoints, log and config go here
     backbone: str = "small"  # "small" or "large_minimalistic"
-    pretrained: str = "../shared/weights/mobilenet_v3_small-imagenet.pt"  # a .pt path, "imagenet" (download) or ""
+    pretrained: str = "default"  # "default" (the shipped model), a .pt/.onnx path, "imagenet" (download) or ""
     head: str = "pooled"  # "pooled" (backbone features), "linear" (new layer to dim) or "prelogits"
     dim: int = 0  # embedding size for a linear head (0: the head's natural size)
     loss: str = "multisimilarity"  # see snapmatch.training.losses.LOSSES
     epochs: int = 10
-    batch_size: int = 64
+    batch_size: int = 64  # at most; a dataset with few products gets products x m_per_class
     m_per_class: int = 4  # photos of each product in a batch (MPerClassSampler)
     lr: float = 3e-4  # AdamW learning rate of new layers and loss proxies
     backbone_lr: float = 1e-4  # smaller: keep the ImageNet features that help unseen products
     weight_decay: float = 1e-4
     image_size: int = 224
     freeze_bn: bool = True  # BatchNorm is folded in the shipped weights: keep it in eval mode
-    include_iconic: bool = True  # train on the iconic catalog images too
-    exclude_products: list[int] = field(default_factory=list)  # fine labels left out (protocol P2)
+    include_catalog: bool = True  # train on the catalog-style images too
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     seed: int = 0
     threads: int = 0  # torch CPU threads (0: all cores)
+    split: dict = field(default_factory=dict)  # snapmatch.training.splits.Split.to_dict(): what was held out
 
     @classmethod
     def from_dict(cls, raw: dict) -> "TrainConfig":
         raw = dict(raw)
         raw["augment"] = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.get("augment", {}).items()})
-        return cls(**raw)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})
 
 
-def training_photos(config: TrainConfig) -> list[Photo]:
-    data = GroceryData.load(config.data)
-    photos = data.split("train") + (data.iconic_photos() if config.include_iconic else [])
-    excluded = set(config.exclude_products)
-    return [photo for photo in photos if photo.label not in excluded]
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    products: int
+    images: int
+    batch_size: int
+    skipped: list[tuple[str, str]]  # (path or product, why)
+    notes: list[str]
 
 
-def load_images(photos: list[Photo], shorter_side: int) -> list[np.ndarray]:
-    """Decode every photo once (RGB, shorter side resized) so epochs do not re-decode JPEGs."""
+def training_photos(config: TrainConfig, dataset: Dataset, split: Split) -> list[Photo]:
+    photos, _catalog, _queries = split.parts(dataset)
+    return [photo for photo in photos if config.include_catalog or not photo.catalog]
+
+
+def load_images(photos: list[Photo], shorter_side: int, *, progress: bool = False
+                ) -> tuple[list[Photo], list[np.ndarray], list[tuple[str, str]]]:
+    """Decode every photo once (RGB, shorter side resized) so epochs do not re-decode JPEGs.
+
+    Returns the photos kept, their images, and (path, why) of each one that could not be read.
+    """
     import cv2
+    from tqdm import tqdm
 
     from snapmatch.sdk.preprocess import decode
 
-    images = []
-    for photo in photos:
-        bgr = decode(photo.path)
+    kept, images, skipped = [], [], []
+    for photo in tqdm(photos, desc="decoding photos", unit="photo", disable=None if progress else True, leave=False):
+        try:
+            bgr = decode(photo.path)
+        except ImageError as exc:
+            skipped.append((str(photo.path), str(exc)))
+            continue
         scale = shorter_side / min(bgr.shape[:2])
         if scale < 1:
             bgr = cv2.resize(bgr, (round(bgr.shape[1] * scale), round(bgr.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+        kept.append(photo)
         images.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    return images
+    return kept, images, skipped
+
+
+def trainable_products(photos: list[Photo]) -> tuple[list[Photo], list[str]]:
+    """The photos of products with at least MIN_IMAGES_PER_PRODUCT images, and the products left out."""
+    counts: dict[str, int] = {}
+    for photo in photos:
+        counts[photo.product] = counts.get(photo.product, 0) + 1
+    short = sorted(product for product, n in counts.items() if n < MIN_IMAGES_PER_PRODUCT)
+    return [photo for photo in photos if counts[photo.product] >= MIN_IMAGES_PER_PRODUCT], short
+
+
+def batch_plan(products: int, requested: int, m_per_class: int) -> int:
+    """The batch MPerClassSampler can fill: m photos of distinct products each, at most `requested`."""
+    return max(m_per_class, min(requested, products * m_per_class) // m_per_class * m_per_class)
 
 
 class AugmentedPhotos(torch.utils.data.Dataset):
@@ -103,32 +142,57 @@ def save_checkpoint(path: Path, state: dict) -> None:
     os.replace(tmp, path)
 
 
-def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> Path:
-    """Train; returns the path of the final checkpoint."""
+def train(config: TrainConfig, dataset: Dataset, split: Split, *, resume: bool = False, progress: bool = True,
+          echo: Callable[[str], None] = print) -> TrainResult:
+    """Train on the split's training photos of `dataset`; returns the final checkpoint and what was left out."""
     from pytorch_metric_learning.samplers import MPerClassSampler
     from tqdm import tqdm
 
-    from snapmatch.training.model import build_model
+    from snapmatch.training import pretrained
 
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     checkpoint_path = out / "last.pt"
+    if not resume and (checkpoint_path.exists() or (out / "config.json").exists()):
+        raise CatalogExistsError(f"run folder {out} already holds a run: --resume continues it, or choose a new --out")
+    config.split = split.to_dict()
     if config.threads:
         torch.set_num_threads(config.threads)
     seed_everything(config.seed)
+    start_weights = pretrained.resolve(config.pretrained, config.backbone)
 
     # 1. Data: products are relabelled 0..C-1 (proxy losses need contiguous classes).
-    photos = training_photos(config)
-    classes = sorted({photo.label for photo in photos})
-    to_class = {label: i for i, label in enumerate(classes)}
-    labels = [to_class[photo.label] for photo in photos]
-    images = load_images(photos, shorter_side=round(config.image_size * 256 / 224))
-    dataset = AugmentedPhotos(images, labels, config)
-    sampler = MPerClassSampler(labels, m=config.m_per_class, batch_size=config.batch_size, length_before_new_iter=len(labels))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, drop_last=True)
+    photos, images, skipped = load_images(training_photos(config, dataset, split),
+                                          shorter_side=round(config.image_size * 256 / 224), progress=progress)
+    kept, short = trainable_products(photos)
+    notes = []
+    if skipped:
+        notes.append(f"skipped {len(skipped)} unreadable photo(s): " + ", ".join(Path(p).name for p, _ in skipped[:5])
+                     + (" ..." if len(skipped) > 5 else ""))
+    if short:
+        notes.append(f"left out {len(short)} product(s) with fewer than {MIN_IMAGES_PER_PRODUCT} readable images to "
+                     "train on: " + ", ".join(short[:5]) + (" ..." if len(short) > 5 else ""))
+        skipped += [(product, f"fewer than {MIN_IMAGES_PER_PRODUCT} images to train on") for product in short]
+    images = [image for photo, image in zip(photos, images) if photo.product not in set(short)]
+    photos = kept
+    classes = sorted({photo.product for photo in photos})
+    if len(classes) < 2:
+        raise DatasetError(f"{dataset.source}: {len(classes)} product(s) with {MIN_IMAGES_PER_PRODUCT}+ readable images "
+                           "left to train on; metric learning needs at least 2")
+    batch_size = batch_plan(len(classes), config.batch_size, config.m_per_class)
+    if batch_size != config.batch_size:
+        notes.append(f"batch {config.batch_size} -> {batch_size}: {len(classes)} products x {config.m_per_class} "
+                     "photos each")
+    for note in notes:
+        echo(note)
+    to_class = {product: i for i, product in enumerate(classes)}
+    labels = [to_class[photo.product] for photo in photos]
+    augmented = AugmentedPhotos(images, labels, config)
+    sampler = MPerClassSampler(labels, m=config.m_per_class, batch_size=batch_size,
+                               length_before_new_iter=max(len(labels), batch_size))
+    loader = torch.utils.data.DataLoader(augmented, batch_size=batch_size, sampler=sampler, drop_last=True)
 
     # 2. Model, loss, optimiser: smaller steps for the pretrained backbone.
-    model = build_model(_model_config(config), pretrained=config.pretrained or None)
+    model = pretrained.build(_model_config(config), start_weights)
     criterion = build_criterion(config.loss, num_classes=len(classes), dim=model.embedding_dim)
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     backbone = [p for n, p in trainable if n.startswith("features.")]
@@ -141,12 +205,13 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     )
     start_epoch = 0
     if resume and checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        state = load_checkpoint(checkpoint_path)
         model.load_state_dict(state["model"])
         criterion.loss.load_state_dict(state["criterion"])
         optimiser.load_state_dict(state["optimiser"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch = state["epoch"]
+    out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
 
     def checkpoint(epoch: int) -> None:
@@ -158,7 +223,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
             "epoch": epoch,
             "config": dataclasses.asdict(config),
             "model_config": dataclasses.asdict(_model_config(config)),
-            "data_fingerprint": fingerprint(photos, tuple(config.exclude_products)),
+            "data_fingerprint": dataset.fingerprint(photos),  # exactly the photos trained on
+            "split": split.to_dict(),
         })
 
     # 3. Epochs: train, log, checkpoint.
@@ -166,10 +232,10 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     for epoch in range(start_epoch, config.epochs):
         # Per-epoch seeds: a resumed run draws the same batches and views as an uninterrupted one.
         seed_everything(config.seed * 1000 + epoch)
-        dataset.rng = np.random.default_rng([config.seed, epoch])
+        augmented.rng = np.random.default_rng([config.seed, epoch])
         model.train()  # keeps BatchNorm frozen when the model config says so
         started, losses = time.time(), []
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=None if progress else True, leave=False)
         for batch, batch_labels in bar:
             loss = criterion(model(batch), batch_labels)
             optimiser.zero_grad(set_to_none=True)
@@ -182,12 +248,12 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
         log.write(json.dumps(record) + "\n")
         log.flush()
         if progress:
-            print(f"epoch {epoch + 1}/{config.epochs}: loss {record['loss']:.4f} ({record['seconds']} s)", flush=True)
+            echo(f"epoch {epoch + 1}/{config.epochs}: loss {record['loss']:.4f} ({record['seconds']} s)")
         checkpoint(epoch + 1)
     if config.epochs == 0:
         checkpoint(0)  # the pretrained network unchanged: the ImageNet-features baseline
     log.close()
-    return checkpoint_path
+    return TrainResult(checkpoint_path, len(classes), len(photos), batch_size, skipped, notes)
 
 
 def _model_config(config: TrainConfig):

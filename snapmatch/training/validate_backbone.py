@@ -1,17 +1,20 @@
-"""Check the MobileNetV3 port against the ImageNet-features baseline of `../shared/weights/README.md`.
+"""Check the MobileNetV3 port against the ImageNet-features baseline of the converted weights' README.
 
-Embeds the grocery val photos (queries) and train photos (gallery) with
+Embeds a dataset's query photos (Grocery: val) and its other shop photos (gallery) with
 pooled, L2-normalised ImageNet features, reports Recall@1/5 by fine label
 (nearest neighbour by cosine) for each backbone and padding, and times one
 224x224 image through each backbone on one thread, in PyTorch and in ONNX
 Runtime. On a shared machine read the minimum: medians swing with the load.
 
-    python -m snapmatch.training.validate_backbone [--data DIR] [--weights DIR] [--threads 1] [--latency-only]
+    python -m snapmatch.training.validate_backbone --data DIR --weights DIR [--threads 1] [--latency-only]
+
+--data and --weights default to $SNAPMATCH_DATA and $SNAPMATCH_WEIGHTS.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -24,7 +27,6 @@ from snapmatch.sdk.model_spec import InputSpec
 from snapmatch.sdk.preprocess import preprocess
 from snapmatch.training.model import EmbeddingNet, ModelConfig, build_model
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 SPEC = InputSpec(224, 224, "center_crop", 0.875)  # shorter side 256, centre crop 224
 WEIGHT_FILES = {
     "small": "mobilenet_v3_small-imagenet.pt",
@@ -43,18 +45,19 @@ VARIANTS = [
 @dataclass(frozen=True)
 class Split:
     paths: list[Path]
-    labels: np.ndarray  # fine labels
+    labels: np.ndarray  # product ids
 
 
-def read_split(data_dir: Path, name: str) -> Split:
-    """`name`.txt: lines of `path, fine_label, coarse_label`, paths relative to data_dir."""
-    paths, labels = [], []
-    for line in (data_dir / f"{name}.txt").read_text().splitlines():
-        if line.strip():
-            path, fine, _coarse = (field.strip() for field in line.split(","))
-            paths.append(data_dir / path)
-            labels.append(int(fine))
-    return Split(paths, np.array(labels))
+def read_splits(data_dir: Path) -> tuple[Split, Split]:
+    """(query photos, gallery shop photos) of a dataset, by its own query split or a seeded one."""
+    from snapmatch.training.data import load_dataset
+    from snapmatch.training.splits import holdout_split
+
+    dataset = load_dataset(data_dir)
+    _training, catalog, queries = holdout_split(dataset, holdout=0).parts(dataset)
+    shop = [photo for photo in catalog if not photo.catalog]
+    return (Split([p.path for p in queries], np.array([p.product for p in queries])),
+            Split([p.path for p in shop], np.array([p.product for p in shop])))
 
 
 @torch.no_grad()
@@ -121,7 +124,7 @@ def time_onnx(model: EmbeddingNet, repeats: int = 50, warmup: int = 10) -> tuple
 
 def check_recall(models: list[EmbeddingNet], data_dir: Path) -> None:
     """Print each variant's Recall@1/5 of val photos against train photos beside the README's."""
-    val, train = read_split(data_dir, "val"), read_split(data_dir, "train")
+    val, train = read_splits(data_dir)
     start = time.perf_counter()
     val_emb, train_emb = embed(models, val.paths), embed(models, train.paths)
     print(f"embedded {len(val.paths)} val + {len(train.paths)} train photos with {len(models)} models "
@@ -137,11 +140,13 @@ def check_recall(models: list[EmbeddingNet], data_dir: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=SHARED / "data" / "grocery")
-    parser.add_argument("--weights", type=Path, default=SHARED / "weights")
+    parser.add_argument("--data", type=Path, default=os.environ.get("SNAPMATCH_DATA"))
+    parser.add_argument("--weights", type=Path, default=os.environ.get("SNAPMATCH_WEIGHTS"))
     parser.add_argument("--threads", type=int, default=1, help="threads for embedding (latency always uses 1)")
     parser.add_argument("--latency-only", action="store_true", help="skip the retrieval check")
     args = parser.parse_args()
+    if args.weights is None or (args.data is None and not args.latency_only):
+        parser.error("give --data and --weights (or set SNAPMATCH_DATA and SNAPMATCH_WEIGHTS)")
     torch.set_num_threads(args.threads)
 
     models = [build_model(cfg, args.weights / WEIGHT_FILES[cfg.backbone]) for _, cfg, _ in VARIANTS]

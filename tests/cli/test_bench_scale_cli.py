@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from snapmatch.cli import cli
 
-GROCERY = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "grocery"
+from tests.dev_data import GROCERY
 
 
 def run(*args):
@@ -53,16 +53,19 @@ def test_memory_prints_each_step(tmp_path):
     assert report["result"]["build"]["reused"] and report["result"]["peak_rss_mb"] > 0
 
 
-def test_accuracy_refuses_missing_data_and_p2_without_its_model(tmp_path):
-    result = run("benchmark", "accuracy", "--data", tmp_path)
-    assert result.exit_code == 2 and "train.txt" in result.output
+def test_accuracy_refuses_missing_data_and_p2_without_its_model(tmp_path, monkeypatch):
+    monkeypatch.delenv("SNAPMATCH_DATA", raising=False)
+    result = run("benchmark", "accuracy")
+    assert result.exit_code == 2 and "--data" in result.output and "SNAPMATCH_DATA" in result.output
+    result = CliRunner().invoke(cli, ["benchmark", "accuracy", "--data", str(tmp_path)])
+    assert result.exit_code == 1 and "no product sub-folders" in result.output
     result = run("benchmark", "accuracy", "--protocols", "P2", "--data", tmp_path)
     assert result.exit_code == 2 and "--p2-model" in result.output
     result = run("benchmark", "accuracy", "--protocols", "P9", "--data", tmp_path)
     assert result.exit_code == 2 and "P1" in result.output
 
 
-@pytest.mark.skipif(not (GROCERY / "train.txt").is_file(), reason="needs ../shared/data/grocery")
+@pytest.mark.skipif(not (GROCERY / "train.txt").is_file(), reason="needs the Grocery dataset ($SNAPMATCH_DATA)")
 def test_accuracy_runs_a_protocol_through_the_runtime():
     result = run("benchmark", "accuracy", "--data", GROCERY, "--protocols", "P3", "--no-int8", "--threads", "1", "--json")
     assert result.exit_code == 0, result.output

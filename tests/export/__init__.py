@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-# CI runs on a clean clone with ../shared beside it (see .ci/run).
-GROCERY = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "grocery"
+from tests.dev_data import GROCERY  # noqa: E402  ($SNAPMATCH_DATA; .ci/run sets it)
 
 
 def grocery_photos(split: str = "train", *, per_product: int, products: int, skip: int = 0) -> list[tuple[Path, int]]:

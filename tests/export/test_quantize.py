@@ -197,7 +197,7 @@ def test_parity_report_has_every_field_and_formats_as_markdown(fp32_model, int8_
 
 
 def test_retrieval_metrics_match_a_hand_computed_case(tmp_path):
-    from snapmatch.benchmarks.metrics import map_at_r, ranking, recall_at
+    from snapmatch.evaluation.metrics import map_at_r, ranking, recall_at
 
     gallery = np.eye(4, dtype=np.float32)  # labels 0, 0, 1, 1
     queries = np.array([[0.9, 0.1, 0.4, 0], [0, 0, 0.2, 0.98]], dtype=np.float32)  # labels 0, 1

@@ -26,7 +26,7 @@ from snapmatch.sdk.verify import verify_catalog
 from tests.conftest import unit_vectors
 from tests.export import GROCERY
 
-needs_grocery = pytest.mark.skipif(not (GROCERY / "train.txt").is_file(), reason="needs ../shared/data/grocery")
+needs_grocery = pytest.mark.skipif(not (GROCERY / "train.txt").is_file(), reason="needs the Grocery dataset ($SNAPMATCH_DATA)")
 
 
 def clustered(products: int, per_product: int, dim: int = 32, spread: float = 0.5, seed: int = 0):

@@ -12,9 +12,9 @@ import torch
 from snapmatch.training.losses import LOSSES, build_criterion
 from snapmatch.training.model import ModelConfig, build_model
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "grocery"
-WEIGHTS = DATA.parent.parent / "weights" / "mobilenet_v3_small-imagenet.pt"
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="the Grocery dataset is not beside this checkout (../shared)")
+from tests.dev_data import GROCERY as DATA, HAS_GROCERY, SMALL_WEIGHTS as WEIGHTS
+
+needs_data = pytest.mark.skipif(not HAS_GROCERY, reason="needs the Grocery dataset ($SNAPMATCH_DATA)")
 
 
 def separable_batch(rng: np.random.Generator, classes: int = 4, per_class: int = 4, size: int = 32):
@@ -44,6 +44,18 @@ def test_each_loss_decreases_on_an_easy_separable_set(loss_name):
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
 
 
+def grocery_subset(root: Path, products: int = 4) -> Path:
+    """A list file of the Grocery photos of its first `products` products (train + val + iconic), as a user lists."""
+    from snapmatch.training.data import load_dataset
+
+    dataset = load_dataset(DATA)
+    chosen = set(dataset.products[::9][:products])
+    lines = [f"{photo.path}, {photo.product}" for photo in dataset.photos if photo.product in chosen and not photo.catalog]
+    listing = root / "photos.txt"
+    listing.write_text("\n".join(lines) + "\n")
+    return listing
+
+
 @needs_data
 @pytest.mark.slow
 def test_train_export_quantize_and_search_through_the_runtime(tmp_path):
@@ -52,56 +64,56 @@ def test_train_export_quantize_and_search_through_the_runtime(tmp_path):
     from snapmatch.cli import cli
     from snapmatch.sdk.embedder import Embedder
     from snapmatch.sdk.product_search import ProductSearch
-    from snapmatch.training.grocery import GroceryData
+    from snapmatch.training.data import load_dataset
 
+    photos = grocery_subset(tmp_path)
     run = tmp_path / "run"
     runner = CliRunner()
-    trained = runner.invoke(cli, [
-        "train", "--data", str(DATA), "--out", str(run), "--pretrained", str(WEIGHTS), "--epochs", "1",
-        "--max-products", "4", "--image-size", "64", "--batch-size", "16", "--threads", "1",
-    ], catch_exceptions=False)
+    args = ["train", str(photos), "--out", str(run), "--pretrained", str(WEIGHTS), "--epochs", "1", "--holdout", "0",
+            "--image-size", "64", "--batch-size", "16", "--threads", "1", "--no-evaluate"]
+    trained = runner.invoke(cli, args, catch_exceptions=False)
     assert trained.exit_code == 0, trained.output
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [entry["epoch"] for entry in log] == [1] and np.isfinite(log[0]["loss"])
 
     # --resume of a finished run trains nothing more and keeps the checkpoint usable.
-    resumed = runner.invoke(cli, ["train", "--data", str(DATA), "--out", str(run), "--pretrained", str(WEIGHTS),
-                                  "--epochs", "1", "--max-products", "4", "--image-size", "64", "--batch-size", "16",
-                                  "--threads", "1", "--resume"], catch_exceptions=False)
+    resumed = runner.invoke(cli, args + ["--resume"], catch_exceptions=False)
     assert resumed.exit_code == 0 and len((run / "log.jsonl").read_text().splitlines()) == 1
 
-    exported = runner.invoke(cli, ["export", str(run / "last.pt"), "--int8", "--data", str(DATA),
-                                   "--calibration-photos", "16", "--threshold-precision", "0.5", "--json"],
-                             catch_exceptions=False)
+    exported = runner.invoke(cli, ["export", str(run / "last.pt"), "--int8", "--calibration-photos", "16",
+                                   "--threshold-precision", "0.5", "--json"], catch_exceptions=False)
     assert exported.exit_code == 0, exported.output
     payload = json.loads(exported.stdout)
     fp32, int8 = Embedder(payload["fp32"], threads=1), Embedder(payload["int8"], threads=1)
     assert (fp32.spec.quantization, int8.spec.quantization) == ("fp32", "int8")
-    assert fp32.spec.input.height == 64 and fp32.spec.data_fingerprint.startswith("grocery-")
+    assert fp32.spec.input.height == 64 and fp32.spec.data_fingerprint.startswith("list-")
     assert fp32.model_id != int8.model_id
+    assert fp32.spec.training_split == int8.spec.training_split and fp32.spec.training_split["unseen"] == []
     parity = payload["parity"]
     assert 0.0 <= parity["fp32"]["recall_at_1"] <= 1.0 and 0.0 <= parity["int8"]["recall_at_1"] <= 1.0
 
     # The PyTorch network and its ONNX export agree on real photos.
     from snapmatch.training.model import ModelConfig as Config, build_model as build
 
-    state = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+    state = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
     net = build(Config.from_dict(state["model_config"]))
     net.load_state_dict(state["model"])
     net.eval()
-    data = GroceryData.load(DATA)
-    photos = [p.path for p in data.split("val")[:6]]
-    batch = np.stack([fp32.preprocess(p) for p in photos])
+    dataset = load_dataset(photos)
+    sample = [p.path for p in dataset.photos[::10][:6]]
+    batch = np.stack([fp32.preprocess(p) for p in sample])
     with torch.no_grad():
         reference = net(torch.from_numpy(batch)).numpy()
-    cosine = (reference * fp32.embed(photos)).sum(axis=1)
+    cosine = (reference * fp32.embed(sample)).sum(axis=1)
     assert cosine.min() >= 0.999
 
     # The runtime uses the exported model: a catalog of the 4 products answers their photos.
     with ProductSearch.create(tmp_path / "catalog", model=payload["int8"]) as search:
-        for label in range(4):
-            search.add_product(data.product_id(label), [data.iconic[label]] +
-                               [p.path for p in data.split("train") if p.label == label][:5])
-        queries = [p for p in data.split("train") if p.label < 4][10:30]
-        top = [search.search(p.path, k=1)[0].product_id for p in queries]
-        assert np.mean([t == data.product_id(p.label) for t, p in zip(top, queries)]) >= 0.5
+        by_product: dict[str, list[Path]] = {}
+        for photo in dataset.photos:
+            by_product.setdefault(photo.product, []).append(photo.path)
+        for product, paths in by_product.items():
+            search.add_product(product, paths[:5])
+        queries = [(product, path) for product, paths in by_product.items() for path in paths[10:15]]
+        top = [search.search(path, k=1)[0].product_id for _, path in queries]
+        assert np.mean([t == product for t, (product, _) in zip(top, queries)]) >= 0.5

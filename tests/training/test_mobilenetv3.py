@@ -24,9 +24,8 @@ from snapmatch.training.mobilenetv3 import (  # noqa: E402
     same_padding,
 )
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-WEIGHTS = SHARED / "weights"
-GROCERY = SHARED / "data" / "grocery"
+from tests.dev_data import GROCERY, WEIGHTS  # noqa: E402
+
 needs_weights = pytest.mark.skipif(not WEIGHTS.is_dir(), reason=f"no pretrained weights at {WEIGHTS}")
 needs_photos = pytest.mark.skipif(not GROCERY.is_dir(), reason=f"no grocery photos at {GROCERY}")
 

@@ -16,10 +16,9 @@ from snapmatch.sdk.preprocess import preprocess  # noqa: E402
 from snapmatch.training.mobilenetv3 import load_pretrained, mobilenet_v3_small  # noqa: E402
 from snapmatch.training.model import ModelConfig, build_model  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-SMALL_WEIGHTS = SHARED / "weights" / "mobilenet_v3_small-imagenet.pt"
-LARGE_WEIGHTS = SHARED / "weights" / "mobilenet_v3_large_minimalistic-imagenet.pt"
-GROCERY = SHARED / "data" / "grocery"
+from tests.dev_data import GROCERY, SMALL_WEIGHTS, WEIGHTS  # noqa: E402
+
+LARGE_WEIGHTS = WEIGHTS / "mobilenet_v3_large_minimalistic-imagenet.pt"
 needs_weights = pytest.mark.skipif(not SMALL_WEIGHTS.is_file(), reason=f"no pretrained weights at {SMALL_WEIGHTS}")
 needs_photos = pytest.mark.skipif(not GROCERY.is_dir(), reason=f"no grocery photos at {GROCERY}")
 

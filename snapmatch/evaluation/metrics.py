@@ -28,18 +28,22 @@ def map_at_r(order: np.ndarray, gallery_labels: np.ndarray, query_labels: np.nda
 
     `order` must rank at least R images per query; queries whose label has no gallery image are skipped.
     """
-    scores = []
-    for row, label in zip(order, query_labels):
-        r = int(np.sum(gallery_labels == label))
-        if r == 0:
-            continue
-        relevant = gallery_labels[row[:r]] == label
-        precision = np.cumsum(relevant) / np.arange(1, r + 1)
-        scores.append(float(np.sum(precision * relevant) / r))
-    return float(np.mean(scores)) if scores else float("nan")
+    scores = average_precision_at_r(order, gallery_labels, query_labels)
+    return float(np.nanmean(scores)) if np.isfinite(scores).any() else float("nan")
 
 
 def deepest_r(gallery_labels: np.ndarray) -> int:
     """The largest R any query can have: how deep `ranking` must go for MAP@R."""
     _, counts = np.unique(gallery_labels, return_counts=True)
     return int(counts.max())
+
+
+def average_precision_at_r(order: np.ndarray, gallery_labels: np.ndarray, query_labels: np.ndarray) -> np.ndarray:
+    """Each query's AP@R (the terms MAP@R averages); NaN where the gallery holds nothing of its label."""
+    out = np.full(len(query_labels), np.nan)
+    for i, (row, label) in enumerate(zip(order, query_labels)):
+        r = int(np.sum(gallery_labels == label))
+        if r:
+            relevant = gallery_labels[row[:r]] == label
+            out[i] = float(np.sum(np.cumsum(relevant) / np.arange(1, r + 1) * relevant) / r)
+    return out
