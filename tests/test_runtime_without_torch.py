@@ -7,17 +7,13 @@ import subprocess
 import sys
 import textwrap
 
+from tests.without_training_extra import BLOCK_TRAINING_EXTRA
+
 
 def test_whole_runtime_runs_without_importing_torch_or_onnx(tmp_path, model_path):
     # A fresh interpreter that makes torch and onnx unimportable, then uses every runtime path.
-    script = textwrap.dedent(
+    script = BLOCK_TRAINING_EXTRA + textwrap.dedent(
         f"""
-        import sys
-        class Block:
-            def find_spec(self, name, path=None, target=None):
-                if name.split('.')[0] in ('torch', 'onnx', 'pytorch_metric_learning'):
-                    raise ImportError('blocked: ' + name)
-        sys.meta_path.insert(0, Block())
         import numpy as np
         import snapmatch
         from snapmatch.cli import main

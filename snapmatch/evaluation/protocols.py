@@ -69,6 +69,8 @@ def evaluate(
     _training, catalog_photos, query_photos = split.parts(dataset)
     if not query_photos:
         raise DatasetError(f"{dataset.source}: no query photos (a product needs 3 or more shop photos to have one)")
+    if not set(protocols) - {"P3"}:  # catalog-style images are all P3 needs
+        catalog_photos = [photo for photo in catalog_photos if photo.catalog]
     skipped: list[tuple[str, str]] = []
     gallery = embed(embedder, catalog_photos, on_batch, skipped)
     queries = embed(embedder, query_photos, on_batch, skipped)

@@ -113,7 +113,7 @@ def format_summary(summary: dict) -> str:
         report = runs[0]["evaluation"]
         return format_report([report]) + f"\n\nmodel: {runs[0]['model']}"
     lines = [f"mean over {len(runs)} folds (± standard error across folds)", "",
-             "| adapt | protocol | products | queries | Recall@1 | Recall@5 | MAP@R |",
+             "| adapt | protocol | products | lookups (all folds) | Recall@1 | Recall@5 | MAP@R |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for adapt, protocols in summary["folds"].items():
         for protocol, groups in protocols.items():

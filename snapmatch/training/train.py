@@ -172,7 +172,8 @@ def train(config: TrainConfig, dataset: Dataset, split: Split, *, resume: bool =
         notes.append(f"left out {len(short)} product(s) with fewer than {MIN_IMAGES_PER_PRODUCT} readable images to "
                      "train on: " + ", ".join(short[:5]) + (" ..." if len(short) > 5 else ""))
         skipped += [(product, f"fewer than {MIN_IMAGES_PER_PRODUCT} images to train on") for product in short]
-    images = [image for photo, image in zip(photos, images) if photo.product not in set(short)]
+    left_out = set(short)
+    images = [image for photo, image in zip(photos, images) if photo.product not in left_out]
     photos = kept
     classes = sorted({photo.product for photo in photos})
     if len(classes) < 2:
@@ -206,6 +207,9 @@ def train(config: TrainConfig, dataset: Dataset, split: Split, *, resume: bool =
     start_epoch = 0
     if resume and checkpoint_path.exists():
         state = load_checkpoint(checkpoint_path)
+        if state.get("split") != split.to_dict():
+            raise DatasetError(f"{checkpoint_path} was trained on another split of the data (other photos, "
+                               "--holdout, --folds, --unseen or --split-seed): resume with the run's own flags")
         model.load_state_dict(state["model"])
         criterion.loss.load_state_dict(state["criterion"])
         optimiser.load_state_dict(state["optimiser"])

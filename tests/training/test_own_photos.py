@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from snapmatch.cli import cli
 from tests.model_factory import product_image
+from tests.without_training_extra import BLOCK_TRAINING_EXTRA
 from tests.training.shop_photos import make_shop
 
 pytestmark = pytest.mark.slow
@@ -172,14 +173,8 @@ def test_a_killed_export_leaves_no_model_and_the_next_one_completes(trained, tmp
 
 @pytest.mark.parametrize("command", ["train", "export"])
 def test_training_commands_without_torch_name_the_extra_to_install(tmp_path, command):
-    script = textwrap.dedent(
+    script = BLOCK_TRAINING_EXTRA + textwrap.dedent(
         f"""
-        import sys
-        class Block:
-            def find_spec(self, name, path=None, target=None):
-                if name.split('.')[0] in ('torch', 'onnx', 'pytorch_metric_learning'):
-                    raise ImportError('blocked: ' + name)
-        sys.meta_path.insert(0, Block())
         from snapmatch.cli import main
         main({[command, str(tmp_path), "--out", str(tmp_path / "run")] if command == "train"
               else [command, str(tmp_path / "x.pt")]!r})
