@@ -21,6 +21,9 @@ from snapmatch.commands.output import emit_json, json_option, require_train_extr
 @click.option("--threshold-precision", type=click.FloatRange(0, 1, min_open=True), default=0.95, show_default=True,
               help="Store the identify() threshold that reaches this precision on the run's query photos (a third "
                    "of the products unknown) as the model's default.")
+@click.option("--image-size", type=click.IntRange(min=32), default=None,
+              help="Export at this input size instead of the one the run trained at (the network is "
+                   "convolutional; measure the result with `snapmatch evaluate`).")
 @click.option("--ship", "ship_name", default=None,
               help="Also evaluate and install the result as snapmatch/models/NAME.onnx with its model card "
                    "(int8 when its Recall@1 is within 1 point of fp32, else fp32).")
@@ -30,8 +33,8 @@ from snapmatch.commands.output import emit_json, json_option, require_train_extr
               help="With --ship: the ImageNet-features model, evaluated beside for the model card.")
 @json_option
 def export(checkpoint: Path, out: Path | None, int8: bool, data: Path | None, calibration_photos: int,
-           threshold_precision: float, ship_name: str | None, p2_model: Path | None, baseline: Path | None,
-           as_json: bool) -> None:
+           threshold_precision: float, image_size: int | None, ship_name: str | None, p2_model: Path | None,
+           baseline: Path | None, as_json: bool) -> None:
     """Export a checkpoint to a snapmatch ONNX model (preprocessing inside, metadata, default threshold).
 
     Writes OUT/model.onnx; with --int8 also model-int8.onnx (static QDQ U8S8,
@@ -49,7 +52,7 @@ def export(checkpoint: Path, out: Path | None, int8: bool, data: Path | None, ca
     out = out or checkpoint.parent
     steps = (lambda step: click.echo(step, err=True)) if not as_json else (lambda step: None)
     result = export_checkpoint(checkpoint, out, data=data, int8=int8, calibration_photos=calibration_photos,
-                               threshold_precision=threshold_precision, on_step=steps)
+                               threshold_precision=threshold_precision, image_size=image_size, on_step=steps)
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
     payload = result.to_dict()

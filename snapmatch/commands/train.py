@@ -42,6 +42,12 @@ def _unseen(value: str | None) -> list[str] | None:
 @click.option("--backbone", type=click.Choice(["small", "large_minimalistic"]), default="small", show_default=True)
 @click.option("--head", type=click.Choice(["pooled", "linear", "prelogits"]), default="pooled", show_default=True)
 @click.option("--dim", type=click.IntRange(min=0), default=0, help="Embedding size of a linear head.")
+@click.option("--pooling", type=click.Choice(["avg", "gem"]), default="avg", show_default=True,
+              help="Global pooling of the last feature map: average, or GeM (generalised mean, p=3).")
+@click.option("--freeze-blocks", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Keep the first K backbone blocks as they start (what every product shares).")
+@click.option("--distill", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Weight of a pull towards the starting network's embeddings (keeps what it knew).")
 @click.option("--batch-size", type=click.IntRange(min=4), default=64, show_default=True,
               help="At most this many photos a step; a dataset with few products gets products x 4.")
 @click.option("--image-size", type=click.IntRange(min=32), default=224, show_default=True)
@@ -52,8 +58,9 @@ def _unseen(value: str | None) -> list[str] | None:
 @click.option("--no-evaluate", is_flag=True, help="Skip the export and the seen / unseen measurement at the end.")
 @click.option("--resume", is_flag=True, help="Continue the run in OUT (its last checkpoint, or its next fold).")
 @json_option
-def train(photos, out, epochs, holdout, folds, unseen, split_seed, pretrained, loss, backbone, head, dim, batch_size,
-          image_size, backbone_lr, lr, seed, threads, no_evaluate, resume, as_json) -> None:
+def train(photos, out, epochs, holdout, folds, unseen, split_seed, pretrained, loss, backbone, head, dim, pooling,
+          freeze_blocks, distill, batch_size, image_size, backbone_lr, lr, seed, threads, no_evaluate, resume,
+          as_json) -> None:
     """Fine-tune the embedding network on your own product photos.
 
     PHOTOS is a folder with one sub-folder of photos per product (the layout
@@ -90,6 +97,7 @@ def train(photos, out, epochs, holdout, folds, unseen, split_seed, pretrained, l
              f"({len(dataset.catalog_images())} catalog-style); products held out: {held} (split seed {split_seed})")
     config = TrainConfig(data=str(dataset.source), out=str(out), backbone=backbone,
                          pretrained="" if pretrained == "none" else pretrained, head=head, dim=dim, loss=loss,
+                         pooling=pooling, freeze_blocks=freeze_blocks, distill=distill,
                          epochs=epochs, batch_size=batch_size, image_size=image_size, backbone_lr=backbone_lr, lr=lr,
                          seed=seed, threads=threads)
     summary = run(config, dataset, splits, resume=resume, evaluate=not no_evaluate,

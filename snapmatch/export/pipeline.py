@@ -69,6 +69,7 @@ def export_checkpoint(
     int8: bool = False,
     calibration_photos: int = CALIBRATION_PHOTOS,
     threshold_precision: float = 0.95,
+    image_size: int | None = None,
     on_step: Callable[[str], None] = lambda step: None,
 ) -> ExportResult:
     """OUT/model.onnx (and with int8 OUT/model-int8.onnx, parity.json, parity.md), each complete or absent."""
@@ -83,7 +84,7 @@ def export_checkpoint(
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
     try:
         on_step("exporting fp32")
-        fp32 = _export_fp32(state, staging / "model.onnx")
+        fp32 = _export_fp32(state, staging / "model.onnx", image_size=image_size)
         result = ExportResult(fp32=fp32)
         staged = [fp32]
         training, catalog, queries = split.parts(dataset)
@@ -122,8 +123,11 @@ def export_checkpoint(
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _export_fp32(state: dict, path: Path) -> Path:
-    """Rebuild the network a checkpoint describes and write it as a snapmatch fp32 ONNX model."""
+def _export_fp32(state: dict, path: Path, *, image_size: int | None = None) -> Path:
+    """Rebuild the network a checkpoint describes and write it as a snapmatch fp32 ONNX model.
+
+    image_size: export at another input size than the run trained at (the network is convolutional).
+    """
     from snapmatch.export.onnx_export import ExportSpec, export_onnx
     from snapmatch.sdk.model_spec import InputSpec
     from snapmatch.training.model import ModelConfig, build_model
@@ -131,11 +135,12 @@ def _export_fp32(state: dict, path: Path) -> Path:
     config = ModelConfig.from_dict(state["model_config"])
     model = build_model(config)
     model.load_state_dict(state["model"])
-    size = state["config"]["image_size"]
+    size = image_size or state["config"]["image_size"]
     spec = ExportSpec(
         input=InputSpec(size, size, "center_crop", 0.875),
         data_fingerprint=state["data_fingerprint"],
-        name=f"MobileNetV3-{config.backbone} {state['config']['loss']} ({config.head} head)",
+        name=f"MobileNetV3-{config.backbone} {state['config']['loss']} ({config.head} head"
+             + (", GeM)" if config.pooling == "gem" else ")"),
         id_prefix=ID_PREFIXES[config.backbone],
         training_split=state.get("split") or None,
     )

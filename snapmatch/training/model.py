@@ -26,6 +26,7 @@ from snapmatch.training.mobilenetv3 import (
 
 BACKBONES = {"small": mobilenet_v3_small, "large_minimalistic": mobilenet_v3_large_minimalistic}
 HEADS = ("pooled", "linear", "prelogits")
+POOLINGS = ("avg", "gem")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ class ModelConfig:
     dim: int | None = None  # embedding size: required by "linear"; with "prelogits" adds a Linear to dim
     tf_padding: bool = True  # TF "SAME" padding on stride-2 convs, as the pretrained weights were trained
     freeze_bn: bool = True  # keep the (folded) BatchNorm layers in eval mode with fixed parameters
+    pooling: str = "avg"  # "avg" (the classifier's global average) or "gem" (generalised mean, instance retrieval)
+    gem_p: float = 3.0  # GeM's exponent: 1 is the average, larger leans towards the maximum
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
@@ -45,6 +48,8 @@ class ModelConfig:
             raise ValueError(f"unknown head {self.head!r}; choose one of {list(HEADS)}")
         if self.head == "linear" and not self.dim:
             raise ValueError('head="linear" needs dim')
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {self.pooling!r}; choose one of {list(POOLINGS)}")
         if self.head == "pooled" and self.dim is not None:
             raise ValueError('head="pooled" has no new layer: leave dim unset (it is the backbone width)')
 
@@ -63,7 +68,7 @@ class EmbeddingNet(nn.Module):
         super().__init__()
         self.config = config
         self.features = backbone.features
-        self.avgpool = backbone.avgpool
+        self.avgpool = backbone.avgpool if config.pooling == "avg" else GeM(config.gem_p)
         self.head, self.embedding_dim = _make_head(config, backbone)
         if config.freeze_bn:
             freeze_batchnorm(self)
@@ -81,6 +86,17 @@ class EmbeddingNet(nn.Module):
         x = x.permute(0, 3, 1, 2)
         x = torch.flatten(self.avgpool(self.features(x)), 1)
         return F.normalize(self.head(x), dim=1)
+
+
+class GeM(nn.Module):
+    """Generalised-mean pooling (Radenović et al.): (mean x^p)^(1/p) per channel, over positive activations."""
+
+    def __init__(self, p: float = 3.0, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.p, self.eps = p, eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clamp(min=self.eps).pow(self.p).mean(dim=(2, 3), keepdim=True).pow(1.0 / self.p)
 
 
 def _make_head(config: ModelConfig, backbone: MobileNetV3) -> tuple[nn.Module, int]:

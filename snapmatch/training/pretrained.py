@@ -12,6 +12,7 @@ garbage.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 
 from snapmatch.sdk.errors import ModelError
-from snapmatch.training.model import EmbeddingNet, ModelConfig, build_model
+from snapmatch.training.model import EmbeddingNet, GeM, ModelConfig, build_model
 
 ID_PREFIX_BACKBONES = {"mnv3s": "small", "mnv3lm": "large_minimalistic"}
 PARITY = 0.999  # least cosine between the rebuilt network and the ONNX model on a probe batch
@@ -45,8 +46,11 @@ def resolve(pretrained: str | None, backbone: str) -> str:
 def build(config: ModelConfig, pretrained: str) -> EmbeddingNet:
     """The network of `config` with weights from `pretrained` (see resolve); "" leaves it random."""
     if pretrained.endswith(".onnx"):
-        net = build_model(config)
+        # Loaded and checked as the model was exported (average pooling), then given this config's pooling.
+        net = build_model(dataclasses.replace(config, pooling="avg"))
         load_from_onnx(net, pretrained)
+        if config.pooling != "avg":
+            net.avgpool, net.config = GeM(config.gem_p), config
         return net
     try:
         return build_model(config, pretrained=pretrained or None)

@@ -25,6 +25,7 @@ from snapmatch.sdk.errors import CatalogExistsError, DatasetError, ImageError
 from snapmatch.training.augment import AugmentConfig, augment
 from snapmatch.training.checkpoint import load_checkpoint
 from snapmatch.training.data import Dataset, Photo
+from snapmatch.training.keep_pretrained import Distillation, freeze_blocks
 from snapmatch.training.losses import build_criterion
 from snapmatch.training.splits import Split
 
@@ -49,6 +50,9 @@ class TrainConfig:
     image_size: int = 224
     freeze_bn: bool = True  # BatchNorm is folded in the shipped weights: keep it in eval mode
     include_catalog: bool = True  # train on the catalog-style images too
+    pooling: str = "avg"  # "avg" or "gem" (snapmatch.training.model.GeM)
+    freeze_blocks: int = 0  # keep the first k blocks of the backbone as they start (keep_pretrained)
+    distill: float = 0.0  # weight of the pull towards the starting network's embeddings (keep_pretrained)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     seed: int = 0
     threads: int = 0  # torch CPU threads (0: all cores)
@@ -194,6 +198,9 @@ def train(config: TrainConfig, dataset: Dataset, split: Split, *, resume: bool =
 
     # 2. Model, loss, optimiser: smaller steps for the pretrained backbone.
     model = pretrained.build(_model_config(config), start_weights)
+    if config.freeze_blocks:
+        freeze_blocks(model, config.freeze_blocks)
+    distillation = Distillation(model, config.distill) if config.distill else None
     criterion = build_criterion(config.loss, num_classes=len(classes), dim=model.embedding_dim)
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     backbone = [p for n, p in trainable if n.startswith("features.")]
@@ -241,7 +248,10 @@ def train(config: TrainConfig, dataset: Dataset, split: Split, *, resume: bool =
         started, losses = time.time(), []
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=None if progress else True, leave=False)
         for batch, batch_labels in bar:
-            loss = criterion(model(batch), batch_labels)
+            embeddings = model(batch)
+            loss = criterion(embeddings, batch_labels)
+            if distillation is not None:
+                loss = loss + distillation(batch, embeddings)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -263,4 +273,5 @@ def train(config: TrainConfig, dataset: Dataset, split: Split, *, resume: bool =
 def _model_config(config: TrainConfig):
     from snapmatch.training.model import ModelConfig
 
-    return ModelConfig(backbone=config.backbone, head=config.head, dim=config.dim or None, freeze_bn=config.freeze_bn)
+    return ModelConfig(backbone=config.backbone, head=config.head, dim=config.dim or None, freeze_bn=config.freeze_bn,
+                       pooling=config.pooling)

@@ -186,3 +186,13 @@ def test_training_commands_without_torch_name_the_extra_to_install(tmp_path, com
     assert done.returncode == 1, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "needs the train extra" in lines[0] and "pip install" in lines[0], done.stderr
+
+
+def test_export_at_another_input_size(trained, tmp_path):
+    from snapmatch.sdk.embedder import Embedder
+
+    run, _ = trained
+    result = invoke("export", run / "last.pt", "--out", tmp_path, "--image-size", "80", "--json")
+    assert result.exit_code == 0, result.output
+    spec = Embedder(json.loads(result.stdout)["fp32"], threads=1).spec
+    assert (spec.input.height, spec.input.width) == (80, 80) and spec.default_threshold is not None
