@@ -14,6 +14,7 @@ import click
 
 EXIT_FAILURE = 1
 EXIT_PARTIAL = 3
+EXIT_INTERRUPTED = 130  # the shell's code for SIGINT
 
 # name -> (module:attribute, one-line help shown without importing the module)
 COMMANDS = {
@@ -64,6 +65,10 @@ class LazyGroup(click.Group):
             raise CommandError(str(exc), exit_code=EXIT_PARTIAL, prefix="warning") from None
         except (SnapmatchError, ValueError) as exc:
             raise CommandError(str(exc)) from None
+        except KeyboardInterrupt:
+            # Every write is committed or rolled back as a unit, so what is on disk is as before or after it.
+            raise CommandError("interrupted (Ctrl-C); work committed before it is kept", exit_code=EXIT_INTERRUPTED) \
+                from None
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(self.lazy)
