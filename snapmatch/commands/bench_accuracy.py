@@ -19,7 +19,7 @@ from snapmatch.commands.output import DATA_ENV, data_or_env, emit_json, json_opt
 @click.option("--no-int8", is_flag=True, help="Measure the fp32 model only.")
 @click.option("--data", type=click.Path(exists=True), default=None,
               help="The dataset: a folder of product sub-folders, a list file, or the Grocery Store Dataset "
-                   "(default: ${DATA_ENV}).")
+                   f"(default: ${DATA_ENV}).")
 @click.option("--protocols", default="P1,FEW,P3,OPEN", show_default=True,
               help="Comma-separated: P1 (in-store), P2 (new products; needs --p2-model), FEW (P1 with iconic + 3 "
                    "photos per product), P3 (catalog-only), OPEN (unknown products, per identify() rule).")

@@ -55,11 +55,6 @@ class Dataset:
     def store_photos(self) -> list[Photo]:
         return [photo for photo in self.photos if not photo.catalog]
 
-    def without(self, paths: set[Path]) -> "Dataset":
-        """The same dataset less some photos (e.g. ones that could not be decoded)."""
-        return Dataset(self.source, self.format, tuple(p for p in self.photos if p.path not in paths), self.names,
-                       self.given_queries)
-
     def fingerprint(self, photos: list[Photo] | tuple[Photo, ...] | None = None) -> str:
         """A short stable id of these photos (all of the dataset's by default): files, products, kinds."""
         return fingerprint(self, self.photos if photos is None else photos)

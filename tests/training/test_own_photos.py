@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
