@@ -7,6 +7,7 @@
 
 from snapmatch.sdk.errors import (
     CalibrationError,
+    CalibrationWarning,
     CatalogClosedError,
     CatalogCorruptError,
     CatalogError,
@@ -21,6 +22,7 @@ from snapmatch.sdk.errors import (
     ImageNotFoundError,
     ImageTooLargeError,
     ImportSourceError,
+    InvalidArgumentError,
     InvalidImageError,
     ModelContractError,
     ModelError,
@@ -37,8 +39,10 @@ from snapmatch.sdk.errors import (
 # The heavy classes load on first use, so `import snapmatch` (and the CLI's
 # --help) stays fast and an app pays for onnxruntime only when it uses it.
 _LAZY = {
-    "Embedder": "snapmatch.sdk.embedder",
+    "Embedder": "snapmatch.sdk.model.embedder",
     "ProductSearch": "snapmatch.sdk.product_search",
+    "Added": "snapmatch.sdk.types",
+    "Identification": "snapmatch.sdk.types",
     "Match": "snapmatch.sdk.types",
     "Product": "snapmatch.sdk.types",
 }
@@ -55,7 +59,9 @@ def __getattr__(name: str):
 __version__ = "0.1.0"
 
 __all__ = [
+    "Added",
     "CalibrationError",
+    "CalibrationWarning",
     "CatalogClosedError",
     "CatalogCorruptError",
     "CatalogError",
@@ -67,10 +73,12 @@ __all__ = [
     "DisplayError",
     "EmbeddingError",
     "Embedder",
+    "Identification",
     "ImageError",
     "ImageNotFoundError",
     "ImageTooLargeError",
     "ImportSourceError",
+    "InvalidArgumentError",
     "InvalidImageError",
     "Match",
     "ModelContractError",

@@ -34,6 +34,10 @@ class PartialSuccess(Exception):
     """Raised by a command that finished but skipped some of its inputs (exit code 3)."""
 
 
+class Interrupted(Exception):
+    """Raised by a command stopped by Ctrl-C that can say what it committed (exit code 130)."""
+
+
 class CommandError(click.ClickException):
     """One line on stderr and an exit code: how every snapmatch error reaches a CLI user."""
 
@@ -63,7 +67,9 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except PartialSuccess as exc:
             raise CommandError(str(exc), exit_code=EXIT_PARTIAL, prefix="warning") from None
-        except (SnapmatchError, ValueError) as exc:
+        except Interrupted as exc:
+            raise CommandError(str(exc), exit_code=EXIT_INTERRUPTED) from None
+        except SnapmatchError as exc:  # only snapmatch's own errors are the user's: anything else is a bug
             raise CommandError(str(exc)) from None
         except KeyboardInterrupt:
             # Every write is committed or rolled back as a unit, so what is on disk is as before or after it.

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from snapmatch.sdk.model_spec import InputSpec, ModelSpec
+from snapmatch.sdk.model.model_spec import InputSpec, ModelSpec
 
 
 def build_model(

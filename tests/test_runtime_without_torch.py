@@ -25,10 +25,10 @@ def test_whole_runtime_runs_without_importing_torch_or_onnx(tmp_path, model_path
             search.remove_product('a')
             search.add_product('b', [photo])
             search.compact()
-            search.calibrate([(photo, 'b')], target_precision=0.5)
+            search.calibrate([(photo, 'b')], target_precision=0.5, force=True)
         with snapmatch.ProductSearch.open({str(tmp_path / 'cat')!r}, readonly=True) as search:
             assert search.search(photo, k=1)[0].product_id == 'b'
-        from snapmatch.sdk.verify import verify_catalog
+        from snapmatch.sdk.catalog.verify import verify_catalog
         assert verify_catalog({str(tmp_path / 'cat')!r}).ok
         # The benchmarks a user runs on a kiosk: baselines that need torch or onnx are reported unavailable.
         try:

@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from snapmatch.sdk.errors import SnapmatchError
-from snapmatch.sdk.model_spec import InputSpec
+from snapmatch.sdk.model.model_spec import InputSpec
 
 MODEL_CARD = Path(__file__).resolve().parent.parent / "models" / "default.json"
 

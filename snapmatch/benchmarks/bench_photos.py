@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from snapmatch.sdk.errors import SnapmatchError
-from snapmatch.sdk.preprocess import decode
+from snapmatch.sdk.image.preprocess import decode
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
 SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from snapmatch.sdk.errors import InvalidArgumentError
+
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 COMPONENTS = 128  # principal directions kept; the rest of the variance is spread evenly
 
@@ -72,7 +74,7 @@ def fit(vectors: np.ndarray, labels: np.ndarray, *, source: str, components: int
     vectors = np.asarray(vectors, dtype=np.float64)
     labels = np.asarray(labels)
     if len(np.unique(labels)) < 2:
-        raise ValueError("fitting a profile needs photos of at least two products")
+        raise InvalidArgumentError("fitting a profile needs photos of at least two products")
     mean = vectors.mean(axis=0)
     centred = vectors - mean
     eigenvalues, eigenvectors = np.linalg.eigh(centred.T @ centred / (len(vectors) - 1))

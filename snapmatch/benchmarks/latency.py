@@ -35,8 +35,9 @@ from snapmatch.benchmarks import baselines, cpu_info, ort_profile
 from snapmatch.benchmarks.bench_photos import Photos, load_photos
 from snapmatch.benchmarks.stats import summary
 from snapmatch.benchmarks.synthetic_catalog import SyntheticSpec, clustered_chunks
-from snapmatch.sdk.embedder import Embedder
-from snapmatch.sdk.preprocess import cv2, decode, preprocess, resize
+from snapmatch.sdk.errors import InvalidArgumentError
+from snapmatch.sdk.image.preprocess import cv2, decode, preprocess, resize
+from snapmatch.sdk.model.embedder import Embedder
 from snapmatch.sdk.product_search import ProductSearch, default_model_path
 
 STAGES = ("decode", "resize", "inference", "search", "total")
@@ -67,11 +68,11 @@ class LatencyConfig:
 
     def __post_init__(self) -> None:
         if self.repeats < 1 or self.warmup < 0:
-            raise ValueError("repeats must be >= 1 and warmup >= 0")
+            raise InvalidArgumentError("repeats must be >= 1 and warmup >= 0")
         if not self.threads or any(t < 0 for t in self.threads):
-            raise ValueError("threads must be a non-empty list of counts >= 0 (0: all cores)")
+            raise InvalidArgumentError("threads must be a non-empty list of counts >= 0 (0: all cores)")
         if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
-            raise ValueError("batch sizes must be >= 1")
+            raise InvalidArgumentError("batch sizes must be >= 1")
 
 
 def run(config: LatencyConfig = LatencyConfig(), log: Callable[[str], None] | None = None) -> dict:

@@ -50,8 +50,8 @@ def status() -> dict:
 
 def _serve(request: dict) -> dict:
     steps = {"start": status()}
-    from snapmatch.sdk.catalog import Catalog
-    from snapmatch.sdk.embedder import Embedder
+    from snapmatch.sdk.catalog.catalog import Catalog
+    from snapmatch.sdk.model.embedder import Embedder
 
     steps["imported"] = status()
     embedder = Embedder(request["model"], threads=request["threads"])

@@ -48,9 +48,15 @@ import numpy as np
 
 from snapmatch.benchmarks import pagecache
 from snapmatch.benchmarks.memory import status as _memory
-from snapmatch.benchmarks.synthetic_catalog import SyntheticSpec, build, load_build, sample_queries
-from snapmatch.sdk import store
-from snapmatch.sdk.manifest import MANIFEST, read_manifest
+from snapmatch.benchmarks.synthetic_catalog import (
+    SyntheticSpec,
+    build,
+    load_build,
+    sample_queries,
+)
+from snapmatch.sdk.catalog import store
+from snapmatch.sdk.catalog.manifest import MANIFEST, read_manifest
+from snapmatch.sdk.errors import InvalidArgumentError
 
 MODULE = "snapmatch.benchmarks.open_time"
 MODES = ("usearch_view", "usearch_view_nokeys", "readonly", "writer", "product_search", "readonly_evicted")
@@ -85,7 +91,7 @@ def run(
     keep: leave the catalogs in `folder` afterwards (always removed for a temporary folder).
     """
     if repeats < 1:
-        raise ValueError("repeats must be at least 1")
+        raise InvalidArgumentError("repeats must be at least 1")
     log = log or (lambda message: None)
     if folder is None:
         with tempfile.TemporaryDirectory(prefix="snapmatch-open-time-") as tmp:
@@ -99,9 +105,9 @@ def run(
         modes = [m for m in MODES if m not in skip | (set() if evict else {"readonly_evicted"})]
     unknown = set(modes) - set(MODES)
     if unknown:
-        raise ValueError(f"unknown modes {sorted(unknown)}: choose from {MODES}")
+        raise InvalidArgumentError(f"unknown modes {sorted(unknown)}: choose from {MODES}")
     if "product_search" in modes and model is None:
-        raise ValueError("the product_search mode needs a model")
+        raise InvalidArgumentError("the product_search mode needs a model")
     results = []
     for size in sizes:
         spec = SyntheticSpec(size=int(size), dim=dim, images_per_product=images_per_product, clusters=clusters,
@@ -220,8 +226,10 @@ def _delta(after: float | None, before: float | None) -> float | None:
 
 def _child(request: dict) -> dict:
     """Runs in the fresh process: everything imported first, then only the open is timed."""
-    from snapmatch.sdk._usearch import Index  # imports onnxruntime first (see that module)
-    from snapmatch.sdk.catalog import Catalog
+    from snapmatch.sdk.catalog._usearch import (
+        Index,  # imports onnxruntime first (see that module)
+    )
+    from snapmatch.sdk.catalog.catalog import Catalog
     from snapmatch.sdk.product_search import ProductSearch
 
     mode = request["mode"]
@@ -269,7 +277,7 @@ def _child(request: dict) -> dict:
 
 
 def environment() -> dict:
-    from snapmatch.sdk._usearch import usearch
+    from snapmatch.sdk.catalog._usearch import usearch
 
     memory = None
     try:

@@ -34,9 +34,16 @@ from snapmatch.benchmarks import open_time
 from snapmatch.benchmarks.embedding_profile import load_default, neighbour_stats
 from snapmatch.benchmarks.memory import status
 from snapmatch.benchmarks.stats import summary
-from snapmatch.benchmarks.synthetic_catalog import SyntheticSpec, build, build_record, clustered_chunks, load_build
-from snapmatch.sdk import base_index
-from snapmatch.sdk.manifest import read_manifest
+from snapmatch.benchmarks.synthetic_catalog import (
+    SyntheticSpec,
+    build,
+    build_record,
+    clustered_chunks,
+    load_build,
+)
+from snapmatch.sdk.catalog import base_index
+from snapmatch.sdk.catalog.manifest import read_manifest
+from snapmatch.sdk.errors import InvalidArgumentError
 
 MODULE = "snapmatch.benchmarks.scale"
 RECALL_K = 10
@@ -94,7 +101,7 @@ def run(
     sweep = [expansion_search] if isinstance(expansion_search, int) else list(expansion_search or [])
     log = log or (lambda message: None)
     if queries < 2 or open_repeats < 1 or adds < 1:
-        raise ValueError("queries must be at least 2, open_repeats and adds at least 1")
+        raise InvalidArgumentError("queries must be at least 2, open_repeats and adds at least 1")
     if folder is None:
         with tempfile.TemporaryDirectory(prefix="snapmatch-scale-") as tmp:
             return run(sizes, tmp, dim=dim, vector_dtype=vector_dtype, expansion_add=expansion_add,
@@ -145,7 +152,7 @@ def _sweep_point(searched: dict, expansion_search: int) -> dict:
 
 
 def _set_expansion_search(catalog: Path, value: int) -> None:
-    from snapmatch.sdk.catalog import Catalog
+    from snapmatch.sdk.catalog.catalog import Catalog
 
     with Catalog.open(catalog, threads=1) as writer:
         writer.update_manifest(expansion_search=int(value))
@@ -163,7 +170,7 @@ def _open(catalog: Path, spec: SyntheticSpec, repeats: int, threads: int) -> dic
 
 
 def _add_and_compact(catalog_folder: Path, spec: SyntheticSpec, adds: int, threads: int) -> dict:
-    from snapmatch.sdk.catalog import Catalog
+    from snapmatch.sdk.catalog.catalog import Catalog
 
     profile = load_default()
     rng = np.random.default_rng([spec.seed, 7])
@@ -230,7 +237,9 @@ def _prepare_queries(catalog: Path, spec: SyntheticSpec, count: int) -> tuple[Pa
 
 
 def _child(request: dict) -> dict:
-    from snapmatch.sdk.catalog import Catalog  # imports onnxruntime before usearch (see sdk/_usearch.py)
+    from snapmatch.sdk.catalog.catalog import (
+        Catalog,  # imports onnxruntime before usearch (see sdk/_usearch.py)
+    )
 
     spec = SyntheticSpec(**request["spec"])
     threads = request["threads"]
@@ -290,7 +299,7 @@ def _child(request: dict) -> dict:
 
 def _rescored_search(catalog, base, queries: np.ndarray, threads: int) -> tuple[list[float], list[np.ndarray]]:
     """What Catalog.search does for k=10: CANDIDATES from the base, rescored on their stored float32 vectors."""
-    from snapmatch.sdk import store
+    from snapmatch.sdk.catalog import store
 
     conn = store.connect(catalog.folder, readonly=True)
     times, found = [], []

@@ -7,7 +7,7 @@ time, where only the file's size matters.
 
 `Catalog.add` writes one product per SQLite transaction (fsynced), which is
 right for a device and far too slow for a million vectors. `build` therefore
-bulk-loads the catalog's own tables (`snapmatch.sdk.store`'s schema) in large
+bulk-loads the catalog's own tables (`snapmatch.sdk.catalog.store`'s schema) in large
 transactions and then calls `Catalog.compact()`, which builds the usearch base
 from those rows exactly as it would on a device. insert="api" goes through
 `Catalog.add` instead, for small catalogs and to check both paths agree.
@@ -28,10 +28,10 @@ from typing import Iterator
 import numpy as np
 
 from snapmatch.benchmarks.embedding_profile import load_default
-from snapmatch.sdk import store
-from snapmatch.sdk.catalog import Catalog
-from snapmatch.sdk.errors import SnapmatchError
-from snapmatch.sdk.manifest import read_manifest
+from snapmatch.sdk.catalog import store
+from snapmatch.sdk.catalog.catalog import Catalog
+from snapmatch.sdk.catalog.manifest import read_manifest
+from snapmatch.sdk.errors import InvalidArgumentError, SnapmatchError
 
 MODEL_ID = "synthetic-benchmark"  # model id of catalogs built without a model
 CHUNK_PRODUCTS = 4096  # products generated (and, in bulk mode, committed) per chunk
@@ -79,7 +79,7 @@ def clustered_chunks(spec: SyntheticSpec) -> Iterator[tuple[list[str], np.ndarra
         yield from _profile_chunks(spec)
         return
     if spec.distribution != "clusters":
-        raise ValueError(f"distribution must be 'clusters' or 'profile', not {spec.distribution!r}")
+        raise InvalidArgumentError(f"distribution must be 'clusters' or 'profile', not {spec.distribution!r}")
     centres = _unit(np.random.default_rng([spec.seed, 1 << 30]).standard_normal((spec.clusters, spec.dim)))
     scale = 1.0 / math.sqrt(spec.dim)  # noise of norm ~SPREAD whatever the dimension
     remaining = spec.size
@@ -97,7 +97,7 @@ def clustered_chunks(spec: SyntheticSpec) -> Iterator[tuple[list[str], np.ndarra
 def _profile_chunks(spec: SyntheticSpec) -> Iterator[tuple[list[str], np.ndarray, np.ndarray]]:
     profile = load_default()
     if profile.dim != spec.dim:
-        raise ValueError(f"the embedding profile is {profile.dim}-d, the spec asks for {spec.dim}-d vectors")
+        raise InvalidArgumentError(f"the embedding profile is {profile.dim}-d, the spec asks for {spec.dim}-d vectors")
     remaining = spec.size
     for chunk, first in enumerate(range(0, spec.products, CHUNK_PRODUCTS)):
         count = min(CHUNK_PRODUCTS, spec.products - first)
@@ -123,7 +123,7 @@ def build(folder: str | os.PathLike, spec: SyntheticSpec, *, model: str | os.Pat
     """
     folder = Path(folder)
     if spec.insert not in ("bulk", "api"):
-        raise ValueError(f"insert must be 'bulk' or 'api', not {spec.insert!r}")
+        raise InvalidArgumentError(f"insert must be 'bulk' or 'api', not {spec.insert!r}")
     log = log or (lambda message: None)
     started = time.perf_counter()
     catalog = _create(folder, spec, model=model, threads=threads)
@@ -180,7 +180,7 @@ def _create(folder: Path, spec: SyntheticSpec, *, model, threads: int) -> Catalo
                                        adapt=False).catalog  # the index is measured, not the metric
         if catalog.dim != spec.dim:
             catalog.close()
-            raise ValueError(f"model {model} makes {catalog.dim}-d embeddings, the benchmark asks for {spec.dim}")
+            raise InvalidArgumentError(f"model {model} makes {catalog.dim}-d embeddings, the benchmark asks for {spec.dim}")
     graph = {"expansion_add": spec.expansion_add, "connectivity": spec.connectivity}
     if any(value is not None for value in graph.values()):
         catalog.update_manifest(**{name: value for name, value in graph.items() if value is not None})

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from snapmatch.sdk.preprocess import cv2
+from snapmatch.sdk.image.preprocess import cv2
 from snapmatch.sdk.product_search import ProductSearch
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"

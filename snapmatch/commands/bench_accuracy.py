@@ -8,7 +8,13 @@ from pathlib import Path
 
 import click
 
-from snapmatch.commands.output import DATA_ENV, data_or_env, emit_json, json_option, progress
+from snapmatch.commands.output import (
+    DATA_ENV,
+    data_or_env,
+    emit_json,
+    json_option,
+    progress,
+)
 
 
 @click.command()
@@ -84,7 +90,7 @@ def _quantize(fp32: Path, dataset, out: Path) -> Path:
     from snapmatch.benchmarks.baselines import quantize_here
     from snapmatch.evaluation import split_for
     from snapmatch.export.pipeline import int8_calibration_photos
-    from snapmatch.sdk.embedder import Embedder
+    from snapmatch.sdk.model.embedder import Embedder
 
     split, _ = split_for(Embedder(fp32, threads=1), dataset)
     photos = int8_calibration_photos(split.parts(dataset)[0])

@@ -137,9 +137,9 @@ def memory(size, folder, reuse, vector_dtype, expansion_add, connectivity, model
     snapmatch benchmark memory --size 1M --folder bench-catalogs
     """
     from snapmatch.benchmarks import memory as bench
-    from snapmatch.benchmarks.scale import catalog_spec, ensure_catalog
     from snapmatch.benchmarks.bench_photos import load_photos
-    from snapmatch.sdk.embedder import Embedder
+    from snapmatch.benchmarks.scale import catalog_spec, ensure_catalog
+    from snapmatch.sdk.model.embedder import Embedder
     from snapmatch.sdk.product_search import default_model_path
 
     model_path = Path(model) if model else default_model_path()

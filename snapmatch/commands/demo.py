@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from snapmatch.commands.output import emit_json, json_option
+from snapmatch.commands.output import emit_json, json_option, table
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
 
@@ -79,24 +79,22 @@ def demo(catalog_dir: Path | None, threads: int | None, write_photos: Path | Non
             for product in manifest["products"]:
                 search.add_product(product["id"], [DEMO_DIR / p for p in product["photos"]], name=product["name"])
             build_ms = (time.perf_counter() - started) * 1000
-            search.search(DEMO_DIR / manifest["queries"][0]["photo"], k=1)  # warm-up: first run allocates
+            search.identification(DEMO_DIR / manifest["queries"][0]["photo"])  # warm-up: first run allocates
             rule = search.rule
             threshold = rule.threshold
             rows = []
             for query in manifest["queries"]:
-                # One lookup per photo: identify() is the best match when it passes the catalog's rule.
                 start = time.perf_counter()
-                best = search.search(DEMO_DIR / query["photo"], k=1)
+                answer = search.identification(DEMO_DIR / query["photo"])
                 ms = (time.perf_counter() - start) * 1000
-                top = best[0] if best else None
-                identified = top.product_id if top and rule.accepts(top.score, top.margin) else None
+                identified = answer.match.product_id if answer.match else None
                 rows.append({
                     "photo": query["photo"],
                     "truth": query["product"],
                     "identified": identified,
-                    "name": top.name if identified else None,
-                    "score": round(top.score, 4) if top else 0.0,
-                    "best_guess": top.product_id if top else None,
+                    "name": answer.match.name if answer.match else None,
+                    "score": round(answer.best.score, 4) if answer.best else 0.0,
+                    "best_guess": answer.best.product_id if answer.best else None,
                     "ms": round(ms, 1),
                     "correct": identified == query["product"],
                 })
@@ -108,12 +106,13 @@ def demo(catalog_dir: Path | None, threads: int | None, write_photos: Path | Non
     click.echo(f"snapmatch demo — model {model_id}")
     click.echo(f"catalog: {len(manifest['products'])} products from {images} photos in {build_ms:.0f} ms"
                f"{f' (kept in {catalog_dir})' if catalog_dir else ''}; identify threshold {threshold:.3f}\n")
+    lines = []
     for row in rows:
-        verdict = "ok " if row["correct"] else "MISS"
         answer = (f"{row['identified']} ({row['score']:.3f})" if row["identified"]
                   else f"unknown (best: {row['best_guess']} {row['score']:.3f})")
-        truth = row["truth"] or "not in the catalog"
-        click.echo(f"  [{verdict}] {row['photo']:<40} -> {answer:<46} truth: {truth:<26} {row['ms']:.1f} ms")
+        lines.append(["[ok]" if row["correct"] else "[MISS]", row["photo"], "->", answer,
+                      f"truth: {row['truth'] or 'not in the catalog'}", f"{row['ms']:.1f} ms"])
+    click.echo(table(lines, indent="  "))
     right = sum(row["correct"] for row in rows)
     ranked = sum(row["best_guess"] == row["truth"] for row in rows if row["truth"])
     click.echo(f"\n{right}/{len(rows)} photos answered right by identify(); the best match was the right product "

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from snapmatch.commands.output import emit_json, json_option, threads_option
+from snapmatch.commands.output import emit_json, json_option, table, threads_option
 from snapmatch.sdk.errors import SnapmatchError
 
 catalog_path = click.argument("catalog", type=click.Path(file_okay=False, path_type=Path))
@@ -38,6 +38,9 @@ def _fail_if_errors(rows) -> None:
         raise SnapmatchError(f"{len(failed)} of {len(rows)} image(s) could not be looked up")
 
 
+# search --json and identify --json share one shape: an object whose "results" list has one
+# entry per image: {"image", "error", "ms", ...}, with "matches" (search) or "product"/"best" (identify).
+
 @click.command()
 @catalog_path
 @images_argument
@@ -53,17 +56,19 @@ def search(catalog: Path, images: tuple[str, ...], k: int, threads: int | None, 
     """
     _, rows = _run(catalog, images, threads, lambda s, image: s.search(image, k=k))
     if as_json:
-        emit_json([{"image": image, "matches": [m.to_dict() for m in result] if result is not None else None,
-                    "error": error, "ms": round(ms, 2)} for image, result, error, ms in rows])
+        emit_json({"k": k, "results": [
+            {"image": image, "matches": [m.to_dict() for m in result] if result is not None else None,
+             "error": error, "ms": round(ms, 2)} for image, result, error, ms in rows]})
     else:
         for image, result, error, ms in rows:
             if error:
                 click.echo(f"{image}: error: {error}", err=True)
                 continue
             click.echo(f"{image}  ({ms:.1f} ms)")
-            for rank, match in enumerate(result, start=1):
-                click.echo(f"  {rank}. {match.score:.3f}  {match.product_id}  {match.name}".rstrip())
-            if not result:
+            if result:
+                click.echo(table([[f"{rank}.", f"{m.score:.3f}", m.product_id, m.name]
+                                  for rank, m in enumerate(result, start=1)], indent="  "))
+            else:
                 click.echo("  (the catalog is empty)")
     _fail_if_errors(rows)
 
@@ -83,33 +88,27 @@ def identify(catalog: Path, images: tuple[str, ...], threads: int | None, as_jso
     \b
     snapmatch identify my-catalog frame.jpg
     """
-    rule, rows = _run(catalog, images, threads, lambda s, image: s.search(image, k=1))
-    threshold = rule.threshold
-    answers = []
-    for image, result, error, ms in rows:
-        best = result[0] if result else None
-        accepted = best is not None and rule.accepts(best.score, best.margin)
-        answers.append({"image": image, "product": best.to_dict() if accepted else None,
-                        "best": best.to_dict() if best else None,
-                        "best_score": round(best.score, 6) if best else None,
-                        "rule_value": round(rule.value(best.score, best.margin), 6) if best else None,
-                        "error": error, "ms": round(ms, 2)})
+    rule, rows = _run(catalog, images, threads, lambda s, image: s.identification(image))
     if as_json:
-        emit_json({"threshold": threshold, "margin_weight": rule.margin_weight, "rule": rule.describe(),
-                   "results": answers})
+        emit_json({"threshold": rule.threshold, "margin_weight": rule.margin_weight, "rule": rule.describe(),
+                   "results": [{"image": image, **(answer.to_dict() if answer else {"product": None, "best": None,
+                                                                                      "rule_value": None}),
+                                "error": error, "ms": round(ms, 2)} for image, answer, error, ms in rows]})
     else:
-        for answer in answers:
-            if answer["error"]:
-                click.echo(f"{answer['image']}: error: {answer['error']}", err=True)
-            elif answer["product"]:
-                product = answer["product"]
-                click.echo(f"{answer['image']}: {product['product_id']} ({product['score']:.3f})  {product['name']}".rstrip())
+        for image, answer, error, _ in rows:
+            if error:
+                click.echo(f"{image}: error: {error}", err=True)
             else:
-                best = answer["best"]
-                detail = "empty catalog"
-                if best is not None:
-                    margin = "" if best["margin"] is None else f", margin {best['margin']:.3f}"
-                    detail = (f"best guess {best['product_id']}: score {best['score']:.3f}{margin}; "
-                              f"fails {rule.describe()}")
-                click.echo(f"{answer['image']}: unknown ({detail})")
+                click.echo(f"{image}: {describe_answer(answer, rule)}")
     _fail_if_errors(rows)
+
+
+def describe_answer(answer, rule) -> str:
+    """One identification as the CLI prints it: the product, or unknown with the best guess and why."""
+    if answer.match is not None:
+        return f"{answer.match.product_id} ({answer.match.score:.3f})  {answer.match.name}".rstrip()
+    best = answer.best
+    if best is None:
+        return "unknown (empty catalog)"
+    margin = "" if best.margin is None else f", margin {best.margin:.3f}"
+    return f"unknown (best guess {best.product_id}: score {best.score:.3f}{margin}; fails {rule.describe()})"

@@ -45,11 +45,28 @@ def emit_json(payload) -> None:
     click.echo(json.dumps(payload, indent=2, sort_keys=False))
 
 
-def progress(total: int | None, description: str):
-    """A progress bar on stderr (hidden when stderr is not a terminal)."""
+def progress(total: int | None, description: str, *, quiet: bool = False):
+    """A progress bar on stderr; hidden when stderr is not a terminal, or `quiet` (under --json)."""
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=description, unit="img", file=sys.stderr, disable=None, leave=False)
+    return tqdm(total=total, desc=description, unit="img", file=sys.stderr, disable=True if quiet else None,
+                leave=False)
+
+
+def status(message: str) -> None:
+    """One line of what is happening, on stderr, only on a terminal (a pipe or a log stays clean)."""
+    if sys.stderr.isatty():
+        click.echo(message, err=True)
+
+
+def table(rows: list[list], header: list[str] | None = None, *, indent: str = "") -> str:
+    """Rows as left-aligned columns, each as wide as its widest cell."""
+    cells = [[str(cell) for cell in row] for row in ([header] if header else []) + rows]
+    if not cells:
+        return ""
+    widths = [max(len(row[i]) for row in cells if i < len(row)) for i in range(max(map(len, cells)))]
+    return "\n".join(indent + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+                     for row in cells)
 
 
 TRAIN_EXTRA = ("torch", "onnx", "pytorch_metric_learning")

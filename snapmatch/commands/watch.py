@@ -55,8 +55,8 @@ def watch(catalog: Path, camera: int | None, video: Path | None, url: str | None
     snapmatch watch my-catalog --url rtsp://10.0.0.7/stream --every 2 --roi 100,50,400,400
     """
     from snapmatch.sdk.product_search import ProductSearch
-    from snapmatch.sdk.voting import VotingConfig
-    from snapmatch.sdk.watch import parse_region
+    from snapmatch.sdk.video.voting import VotingConfig
+    from snapmatch.sdk.video.watch import parse_region
 
     chosen = [option for option, value in (("--camera", camera), ("--video", video), ("--url", url)) if value is not None]
     if len(chosen) != 1:
@@ -68,7 +68,7 @@ def watch(catalog: Path, camera: int | None, video: Path | None, url: str | None
     voting = VotingConfig(window=window, min_votes=min_votes, keep_votes=keep_votes)
     preview = None
     if show:
-        from snapmatch.sdk.preview import Preview
+        from snapmatch.commands.preview import Preview
 
         preview = Preview(threshold=0.0, roi=region)  # says "no display available: ..." before anything starts
     source = camera if camera is not None else (url if url is not None else video)

@@ -7,8 +7,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from snapmatch.sdk.embedder import Embedder
 from snapmatch.sdk.errors import ImageError
+from snapmatch.sdk.model.embedder import Embedder
 from snapmatch.training.data import Photo
 
 

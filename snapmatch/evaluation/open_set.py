@@ -9,15 +9,20 @@ import numpy as np
 
 from snapmatch.evaluation.embedding import Embedded
 from snapmatch.evaluation.retrieval import build_catalog
-from snapmatch.sdk import self_calibration
-from snapmatch.sdk.calibration import DecisionRule, choose_threshold, fit_rule, rule_values
+from snapmatch.sdk.catalog import self_calibration
+from snapmatch.sdk.catalog.calibration import (
+    DecisionRule,
+    choose_threshold,
+    fit_rule,
+    rule_values,
+)
 from snapmatch.sdk.errors import CalibrationError
 
 
 def open_scores(gallery: Embedded, queries: Embedded, model_id: str, seed: int, *, adapt: bool = False):
     """Best match per query against a catalog lacking a third of the products: score, margin, right?, known?
 
-    Also the rule that catalog fits on its own photos (snapmatch.sdk.self_calibration).
+    Also the rule that catalog fits on its own photos (snapmatch.sdk.catalog.self_calibration).
     """
     rng = np.random.default_rng(seed)
     products = np.unique(gallery.labels)

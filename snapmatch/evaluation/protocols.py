@@ -28,8 +28,8 @@ import numpy as np
 from snapmatch.evaluation.embedding import Embedded, embed
 from snapmatch.evaluation.open_set import open_set
 from snapmatch.evaluation.retrieval import few_shot, retrieval
-from snapmatch.sdk.embedder import Embedder
 from snapmatch.sdk.errors import DatasetError
+from snapmatch.sdk.model.embedder import Embedder
 from snapmatch.training.data import Dataset
 from snapmatch.training.splits import QUERY_SHARE, Split, holdout_split
 

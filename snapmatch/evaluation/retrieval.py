@@ -9,7 +9,7 @@ import numpy as np
 
 from snapmatch.evaluation.embedding import Embedded
 from snapmatch.evaluation.metrics import average_precision_at_r, deepest_r, ranking
-from snapmatch.sdk.catalog import Catalog
+from snapmatch.sdk.catalog.catalog import Catalog
 
 FEW_PHOTOS = 3  # shop photos per product in the FEW protocol's catalog, beside its catalog images
 

@@ -6,8 +6,8 @@ import json
 import shutil
 from pathlib import Path
 
-from snapmatch.sdk.base_index import file_sha256
-from snapmatch.sdk.embedder import Embedder
+from snapmatch.sdk.catalog.base_index import file_sha256
+from snapmatch.sdk.model.embedder import Embedder
 
 
 def ship_model(

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from snapmatch.sdk.errors import SnapmatchError
-from snapmatch.sdk.model_spec import InputSpec, ModelSpec
+from snapmatch.sdk.model.model_spec import InputSpec, ModelSpec
 
 if TYPE_CHECKING:  # torch and onnx are the train extra: imported where used
     import onnx

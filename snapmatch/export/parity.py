@@ -1,6 +1,6 @@
 """Does the int8 model still retrieve what the fp32 model retrieves? Measured through the runtime.
 
-Both models are loaded with `snapmatch.sdk.embedder.Embedder` (the code path a
+Both models are loaded with `snapmatch.sdk.model.embedder.Embedder` (the code path a
 kiosk runs); each photo is decoded and resized once and fed to both. Retrieval
 is exact cosine nearest neighbour (brute force, the reference any index is
 checked against).
@@ -16,8 +16,9 @@ from typing import Hashable, Sequence
 import numpy as np
 
 from snapmatch.evaluation.metrics import deepest_r, map_at_r, ranking, recall_at
-from snapmatch.sdk.embedder import Embedder
-from snapmatch.sdk.preprocess import preprocess
+from snapmatch.sdk.errors import InvalidArgumentError
+from snapmatch.sdk.image.preprocess import preprocess
+from snapmatch.sdk.model.embedder import Embedder
 
 LabelledImage = tuple[str | os.PathLike, Hashable]
 WARMUP_RUNS = 10
@@ -39,10 +40,10 @@ def parity_report(
     threads, both models timed alternately in the same run.
     """
     if not gallery or not queries:
-        raise ValueError("parity_report needs a non-empty gallery and query set")
+        raise InvalidArgumentError("parity_report needs a non-empty gallery and query set")
     models = {"fp32": Embedder(fp32_path, threads=threads), "int8": Embedder(int8_path, threads=threads)}
     if models["fp32"].spec.input != models["int8"].spec.input:
-        raise ValueError("the two models declare different input specs; they are not an fp32/int8 pair")
+        raise InvalidArgumentError("the two models declare different input specs; they are not an fp32/int8 pair")
     spec = models["fp32"].spec.input
     gallery_inputs = np.stack([preprocess(path, spec) for path, _ in gallery])
     query_inputs = np.stack([preprocess(path, spec) for path, _ in queries])

@@ -129,7 +129,7 @@ def _export_fp32(state: dict, path: Path, *, image_size: int | None = None) -> P
     image_size: export at another input size than the run trained at (the network is convolutional).
     """
     from snapmatch.export.onnx_export import ExportSpec, export_onnx
-    from snapmatch.sdk.model_spec import InputSpec
+    from snapmatch.sdk.model.model_spec import InputSpec
     from snapmatch.training.model import ModelConfig, build_model
 
     config = ModelConfig.from_dict(state["model_config"])
@@ -151,7 +151,7 @@ def default_threshold(model: Path, catalog: list[Photo], queries: list[Photo], *
     """The plain-cosine identify() threshold for `target_precision`, a third of the products unknown."""
     from snapmatch.evaluation.embedding import embed
     from snapmatch.evaluation.open_set import recommended_threshold
-    from snapmatch.sdk.embedder import Embedder
+    from snapmatch.sdk.model.embedder import Embedder
 
     if not queries:
         raise CalibrationError("the dataset has no query photos to calibrate on")
@@ -165,7 +165,7 @@ def set_default_threshold(path: Path, threshold: float) -> None:
     import onnx
 
     from snapmatch.export.onnx_export import set_metadata
-    from snapmatch.sdk.model_spec import PREFIX
+    from snapmatch.sdk.model.model_spec import PREFIX
 
     proto = onnx.load(str(path))
     props = {p.key: p.value for p in proto.metadata_props}

@@ -1,6 +1,6 @@
 """Static int8 quantization of a snapmatch fp32 model with onnxruntime's tools.
 
-Calibration photos go through `snapmatch.sdk.preprocess.preprocess` with the
+Calibration photos go through `snapmatch.sdk.image.preprocess.preprocess` with the
 model's own InputSpec (read from its metadata), so the activation ranges are
 measured on exactly what the runtime will feed. The result is a QDQ model
 (uint8 activations, int8 per-channel weights) that keeps every metadata entry
@@ -42,10 +42,15 @@ from typing import Sequence
 
 import numpy as np
 
-from snapmatch.export.onnx_export import ExportError, read_metadata, set_metadata, weights_model_id
-from snapmatch.sdk.errors import SnapmatchError
-from snapmatch.sdk.model_spec import PREFIX, InputSpec, ModelSpec
-from snapmatch.sdk.preprocess import ImageInput, preprocess
+from snapmatch.export.onnx_export import (
+    ExportError,
+    read_metadata,
+    set_metadata,
+    weights_model_id,
+)
+from snapmatch.sdk.errors import InvalidArgumentError, SnapmatchError
+from snapmatch.sdk.image.preprocess import ImageInput, preprocess
+from snapmatch.sdk.model.model_spec import PREFIX, InputSpec, ModelSpec
 
 CALIBRATION_METHODS = ("percentile", "entropy", "minmax")
 # The first of these after the last convolution starts the head (pooled features onwards).
@@ -76,13 +81,13 @@ class QuantizeConfig:
     def __post_init__(self) -> None:
         if self.method not in CALIBRATION_METHODS:
             choices = ", ".join(CALIBRATION_METHODS)
-            raise ValueError(f"unknown calibration method {self.method!r}; choose one of {choices}")
+            raise InvalidArgumentError(f"unknown calibration method {self.method!r}; choose one of {choices}")
         if not 0.0 < self.percentile <= 100.0:
-            raise ValueError("percentile must be in (0, 100]")
+            raise InvalidArgumentError("percentile must be in (0, 100]")
         if self.batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
+            raise InvalidArgumentError("batch_size must be >= 1")
         if self.float_first_convs < 0:
-            raise ValueError("float_first_convs must be >= 0")
+            raise InvalidArgumentError("float_first_convs must be >= 0")
 
 
 class PhotoCalibrationReader:
@@ -124,9 +129,15 @@ def quantize_int8(
     >>> quantize_int8("mnv3s.onnx", "mnv3s-int8.onnx", calibration_images=train_paths[:128])
     """
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static,
+    )
 
-    from snapmatch.sdk.embedder import Embedder
+    from snapmatch.sdk.model.embedder import Embedder
 
     fp32_path, int8_path = Path(fp32_path), Path(int8_path)
     if not calibration_images:

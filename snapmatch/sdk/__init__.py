@@ -1,17 +1,17 @@
 """The snapmatch runtime: numpy, onnxruntime, usearch, OpenCV and sqlite3. Never imports torch.
 
 Sub-modules load on first use, so `snapmatch.sdk.errors` stays cheap to import.
-(The preprocess function is `snapmatch.sdk.preprocess.preprocess`: the module has its name.)
+(The preprocess function is `snapmatch.sdk.image.preprocess.preprocess`: the module has its name.)
 """
 
 import importlib
 
 _LAZY = {
-    "Catalog": "snapmatch.sdk.catalog",
-    "Embedder": "snapmatch.sdk.embedder",
-    "InputSpec": "snapmatch.sdk.model_spec",
-    "ModelSpec": "snapmatch.sdk.model_spec",
-    "decode": "snapmatch.sdk.preprocess",
+    "Catalog": "snapmatch.sdk.catalog.catalog",
+    "Embedder": "snapmatch.sdk.model.embedder",
+    "InputSpec": "snapmatch.sdk.model.model_spec",
+    "ModelSpec": "snapmatch.sdk.model.model_spec",
+    "decode": "snapmatch.sdk.image.preprocess",
     "ProductSearch": "snapmatch.sdk.product_search",
     "Match": "snapmatch.sdk.types",
     "Product": "snapmatch.sdk.types",

@@ -10,6 +10,13 @@ class SnapmatchError(Exception):
 # --- images -------------------------------------------------------------------
 
 
+class InvalidArgumentError(SnapmatchError, ValueError):
+    """An argument out of its range or of the wrong kind (k=0, an empty product id, no images, ...).
+
+    Also a ValueError, which code written against the earlier API catches.
+    """
+
+
 class ImageError(SnapmatchError):
     """An image could not be used."""
 
@@ -117,3 +124,7 @@ class DisplayError(SnapmatchError):
 
 class NoUsableFramesError(SnapmatchError):
     """A video holds no frame sharp and readable enough to add to the catalog."""
+
+
+class CalibrationWarning(UserWarning):
+    """A calibration that was stored but rests on doubtful photos (few, no unknown products, ...)."""

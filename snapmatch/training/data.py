@@ -85,7 +85,7 @@ def load_dataset(source: str | os.PathLike) -> Dataset:
 
 def read_photos(source: Path) -> Dataset:
     """A folder of product sub-folders or a `path, product_id[, name]` list file (as `catalog import` reads them)."""
-    from snapmatch.sdk.bulk_import import read_source
+    from snapmatch.sdk.catalog.bulk_import import read_source
 
     try:
         items = read_source(source)

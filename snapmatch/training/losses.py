@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from snapmatch.sdk.errors import InvalidArgumentError
+
 LOSSES = ("triplet", "multisimilarity", "arcface", "contrastive")
 
 
@@ -49,4 +51,4 @@ def build_criterion(name: str, *, num_classes: int, dim: int) -> Criterion:
         return Criterion(losses.ArcFaceLoss(num_classes=num_classes, embedding_size=dim, margin=28.6, scale=30), None)
     if name == "contrastive":
         return Criterion(losses.ContrastiveLoss(pos_margin=1.0, neg_margin=0.5, distance=cosine), None)
-    raise ValueError(f"unknown loss {name!r}: choose one of {', '.join(LOSSES)}")
+    raise InvalidArgumentError(f"unknown loss {name!r}: choose one of {', '.join(LOSSES)}")

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from snapmatch.sdk.errors import InvalidArgumentError
+
 # torchvision's IMAGENET1K_V1 checkpoints (symmetric padding, ImageNet mean/std inputs).
 TORCHVISION_URLS = {
     "mobilenet_v3_small": "https://download.pytorch.org/models/mobilenet_v3_small-047dcff4.pth",
@@ -303,7 +305,7 @@ def load_pretrained(model: MobileNetV3, source: str | os.PathLike) -> MobileNetV
         url = TORCHVISION_URLS.get(model.arch)
         if url is None:
             name = model.arch or "this model"
-            raise ValueError(f"torchvision publishes no ImageNet weights for {name}; give a local state-dict file")
+            raise InvalidArgumentError(f"torchvision publishes no ImageNet weights for {name}; give a local state-dict file")
         state_dict = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False, check_hash=True)
     else:
         state_dict = torch.load(os.fspath(source), map_location="cpu", weights_only=True)

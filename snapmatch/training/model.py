@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from snapmatch.sdk.errors import InvalidArgumentError
 from snapmatch.training.mobilenetv3 import (
     MobileNetV3,
     freeze_batchnorm,
@@ -43,15 +44,15 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
-            raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {sorted(BACKBONES)}")
+            raise InvalidArgumentError(f"unknown backbone {self.backbone!r}; choose one of {sorted(BACKBONES)}")
         if self.head not in HEADS:
-            raise ValueError(f"unknown head {self.head!r}; choose one of {list(HEADS)}")
+            raise InvalidArgumentError(f"unknown head {self.head!r}; choose one of {list(HEADS)}")
         if self.head == "linear" and not self.dim:
-            raise ValueError('head="linear" needs dim')
+            raise InvalidArgumentError('head="linear" needs dim')
         if self.pooling not in POOLINGS:
-            raise ValueError(f"unknown pooling {self.pooling!r}; choose one of {list(POOLINGS)}")
+            raise InvalidArgumentError(f"unknown pooling {self.pooling!r}; choose one of {list(POOLINGS)}")
         if self.head == "pooled" and self.dim is not None:
-            raise ValueError('head="pooled" has no new layer: leave dim unset (it is the backbone width)')
+            raise InvalidArgumentError('head="pooled" has no new layer: leave dim unset (it is the backbone width)')
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -66,7 +66,7 @@ def load_from_onnx(net: EmbeddingNet, path: str | os.PathLike) -> None:
     import onnx
     from onnx import numpy_helper
 
-    from snapmatch.sdk.embedder import Embedder
+    from snapmatch.sdk.model.embedder import Embedder
 
     embedder = Embedder(path, threads=1)
     spec = embedder.spec

@@ -90,7 +90,7 @@ def load_images(photos: list[Photo], shorter_side: int, *, progress: bool = Fals
     import cv2
     from tqdm import tqdm
 
-    from snapmatch.sdk.preprocess import decode
+    from snapmatch.sdk.image.preprocess import decode
 
     kept, images, skipped = [], [], []
     for photo in tqdm(photos, desc="decoding photos", unit="photo", disable=None if progress else True, leave=False):

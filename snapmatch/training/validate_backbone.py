@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from snapmatch.sdk.model_spec import InputSpec
-from snapmatch.sdk.preprocess import preprocess
+from snapmatch.sdk.image.preprocess import preprocess
+from snapmatch.sdk.model.model_spec import InputSpec
 from snapmatch.training.model import EmbeddingNet, ModelConfig, build_model
 
 SPEC = InputSpec(224, 224, "center_crop", 0.875)  # shorter side 256, centre crop 224

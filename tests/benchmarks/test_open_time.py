@@ -10,7 +10,7 @@ import pytest
 
 from snapmatch.benchmarks import open_time
 from snapmatch.benchmarks.synthetic_catalog import SyntheticSpec, build, clustered_chunks, sample_queries
-from snapmatch.sdk.catalog import Catalog
+from snapmatch.sdk.catalog.catalog import Catalog
 
 
 def test_run_builds_catalogs_that_open_and_answer(tmp_path):

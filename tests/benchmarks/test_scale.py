@@ -9,7 +9,7 @@ import pytest
 
 from snapmatch.benchmarks import embedding_profile, memory, scale
 from snapmatch.benchmarks.synthetic_catalog import SyntheticSpec, clustered_chunks
-from snapmatch.sdk.catalog import Catalog
+from snapmatch.sdk.catalog.catalog import Catalog
 from snapmatch.sdk.product_search import DEFAULT_MODEL
 
 

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from snapmatch.cli import EXIT_PARTIAL, cli
-from snapmatch.sdk.manifest import read_manifest
+from snapmatch.sdk.catalog.manifest import read_manifest
 
 
 def run(*args: str):
@@ -95,7 +95,8 @@ def test_import_list_file_with_names_and_relative_paths(catalog, photo_dir):
     )
     result = run("catalog", "import", catalog, listing, "--json")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == {"products_added": 2, "products_extended": 0, "images_added": 3, "skipped": []}
+    assert json.loads(result.stdout) == {"products_added": 2, "products_extended": 0, "images_added": 3, "duplicates": 0,
+                                         "skipped": []}
     info = json.loads(run("catalog", "info", catalog, "--products", "--json").stdout)
     assert info["product_list"] == [
         {"id": "beans", "name": "Beans", "image_count": 1},
@@ -147,7 +148,10 @@ def test_calibrate_stores_threshold(catalog, photo_dir, image_of):
     unknown.mkdir()
     for product in range(10, 14):
         cv2.imwrite(str(unknown / f"{product}.jpg"), image_of(product, variant=1))
-    result = run("catalog", "calibrate", catalog, labelled, "--target-precision", "1.0", "--json")
+    refused = run("catalog", "calibrate", catalog, labelled, "--target-precision", "1.0")
+    assert refused.exit_code == 1 and "9 photo(s) are too few" in refused.output  # nothing stored
+    assert read_manifest(catalog).threshold_source != "calibrated"
+    result = run("catalog", "calibrate", catalog, labelled, "--target-precision", "1.0", "--force", "--json")
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert payload["photos"] == 9 and payload["unknown_photos"] == 4
@@ -174,7 +178,7 @@ def test_verify_detects_and_repairs_a_damaged_base(catalog, photo_dir, image_of,
     assert "repaired:" in repaired.output and repaired.output.strip().endswith(": ok")
     query = tmp_path / "q.jpg"
     cv2.imwrite(str(query), image_of(3, variant=8))
-    top = json.loads(run("search", catalog, query, "-k", "1", "--json").stdout)[0]["matches"][0]
+    top = json.loads(run("search", catalog, query, "-k", "1", "--json").stdout)["results"][0]["matches"][0]
     assert top["product_id"] == "product_3"
 
 

@@ -7,7 +7,7 @@ import json
 from click.testing import CliRunner
 
 from snapmatch.cli import cli
-from snapmatch.sdk.embedder import Embedder
+from snapmatch.sdk.model.embedder import Embedder
 from snapmatch.sdk.product_search import DEFAULT_MODEL, MODELS_DIR
 
 

@@ -47,6 +47,8 @@ def test_search_lists_products_best_first(catalog, queries):
 
 def test_search_json(catalog, queries):
     payload = json.loads(run("search", catalog, *queries[:2], "-k", "2", "--json").stdout)
+    assert payload["k"] == 2
+    payload = payload["results"]  # the same shape as identify's: one entry per image
     assert [entry["matches"][0]["product_id"] for entry in payload] == ["p2", "p4"]
     assert all(len(entry["matches"]) == 2 and entry["error"] is None for entry in payload)
     assert payload[0]["matches"][0]["name"] == "Product 2"
@@ -59,9 +61,9 @@ def test_identify_names_known_and_rejects_unknown(catalog, queries):
     assert payload["threshold"] == 0.9
     products = [r["product"]["product_id"] if r["product"] else None for r in payload["results"]]
     assert products == ["p2", "p4", None]
-    assert payload["results"][2]["best_score"] < 0.9
     best = payload["results"][2]["best"]  # an unknown answer still names its best guess
-    assert best["product_id"].startswith("p") and best["score"] == payload["results"][2]["best_score"]
+    assert best["product_id"].startswith("p") and best["score"] < 0.9
+    assert payload["results"][2]["rule_value"] == best["score"]  # w = 0: the rule's value is the score
     assert payload["rule"] == "score >= 0.9000" and payload["margin_weight"] == 0.0
     text = run("identify", catalog, queries[2]).stdout
     assert text.strip().endswith("fails score >= 0.9000)")

@@ -103,10 +103,12 @@ def test_catalog_add_from_video_reports_what_it_kept_and_makes_the_product_finda
     assert report["rejected"]["blurred"] >= 14 and report["rejected"]["near-duplicate"] >= 20
     query = tmp_path.parent / "q.jpg"
     shutil.copy(photos[0].parent.parent / "queries" / "Banana.jpg", query)
-    found = json.loads(run("search", catalog, query, "-k", "1", "--json").stdout)[0]["matches"][0]
+    found = json.loads(run("search", catalog, query, "-k", "1", "--json").stdout)["results"][0]["matches"][0]
     assert found["product_id"] == "banana"
     text = run("catalog", "add", catalog, "banana", "--video", tmp_path / "banana.avi")
-    assert text.exit_code == 0 and text.output.startswith("added 3 frame(s) of 48 to existing product banana")
+    # The same video again: its frames are already there, so nothing is stored twice.
+    assert text.exit_code == 0 and text.output.startswith("added 0 frame(s) of 48 to existing product banana")
+    assert "3 already in it" in text.output
     assert "blurred" in text.output and "near-duplicate" in text.output
 
 

@@ -11,9 +11,9 @@ import torch
 
 from snapmatch.export import ExportError, ExportSpec, export_onnx
 from snapmatch.export.onnx_export import read_metadata
-from snapmatch.sdk.embedder import Embedder
-from snapmatch.sdk.model_spec import REQUIRED_KEYS, PREFIX, InputSpec, ModelSpec
-from snapmatch.sdk.preprocess import preprocess
+from snapmatch.sdk.model.embedder import Embedder
+from snapmatch.sdk.model.model_spec import REQUIRED_KEYS, PREFIX, InputSpec, ModelSpec
+from snapmatch.sdk.image.preprocess import preprocess
 from tests.export import grocery_photos, stand_in_net
 
 SPEC = ExportSpec(

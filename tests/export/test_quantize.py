@@ -20,9 +20,9 @@ from snapmatch.export import (
 )
 from snapmatch.export.onnx_export import read_metadata
 from snapmatch.export.quantize import CALIBRATION_KEY, PhotoCalibrationReader
-from snapmatch.sdk.embedder import Embedder
-from snapmatch.sdk.model_spec import PREFIX, InputSpec
-from snapmatch.sdk.preprocess import preprocess
+from snapmatch.sdk.model.embedder import Embedder
+from snapmatch.sdk.model.model_spec import PREFIX, InputSpec
+from snapmatch.sdk.image.preprocess import preprocess
 from tests.export import GROCERY, grocery_photos, stand_in_net
 
 SPEC = ExportSpec(

@@ -447,7 +447,7 @@ def test_match_is_a_small_readable_result(search):
 
 
 def test_create_takes_the_search_graph_settings(tmp_path, model_path):
-    from snapmatch.sdk.manifest import read_manifest
+    from snapmatch.sdk.catalog.manifest import read_manifest
 
     with snapmatch.ProductSearch.create(tmp_path / "c", model=model_path, vector_dtype="i8", connectivity=12,
                                         expansion_add=40, expansion_search=99):

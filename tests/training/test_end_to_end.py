@@ -62,7 +62,7 @@ def test_train_export_quantize_and_search_through_the_runtime(tmp_path):
     from click.testing import CliRunner
 
     from snapmatch.cli import cli
-    from snapmatch.sdk.embedder import Embedder
+    from snapmatch.sdk.model.embedder import Embedder
     from snapmatch.sdk.product_search import ProductSearch
     from snapmatch.training.data import load_dataset
 

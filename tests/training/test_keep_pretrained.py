@@ -8,9 +8,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from snapmatch.export.onnx_export import ExportSpec, export_onnx  # noqa: E402
-from snapmatch.sdk.embedder import Embedder  # noqa: E402
+from snapmatch.sdk.model.embedder import Embedder  # noqa: E402
 from snapmatch.sdk.errors import ModelError  # noqa: E402
-from snapmatch.sdk.model_spec import InputSpec  # noqa: E402
+from snapmatch.sdk.model.model_spec import InputSpec  # noqa: E402
 from snapmatch.sdk.product_search import DEFAULT_MODEL  # noqa: E402
 from snapmatch.training import pretrained  # noqa: E402
 from snapmatch.training.keep_pretrained import Distillation, freeze_blocks  # noqa: E402

@@ -11,8 +11,8 @@ import pytest
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 
-from snapmatch.sdk.model_spec import InputSpec  # noqa: E402
-from snapmatch.sdk.preprocess import preprocess  # noqa: E402
+from snapmatch.sdk.model.model_spec import InputSpec  # noqa: E402
+from snapmatch.sdk.image.preprocess import preprocess  # noqa: E402
 from snapmatch.training.mobilenetv3 import load_pretrained, mobilenet_v3_small  # noqa: E402
 from snapmatch.training.model import ModelConfig, build_model  # noqa: E402
 

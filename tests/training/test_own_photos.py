@@ -75,7 +75,7 @@ def test_a_small_shop_trains_and_measures_seen_and_unseen_products(trained, shop
 
 
 def test_the_run_s_model_opens_in_a_catalog_and_names_its_products(trained, shop, tmp_path):
-    from snapmatch.sdk.embedder import Embedder
+    from snapmatch.sdk.model.embedder import Embedder
     from snapmatch.sdk.product_search import ProductSearch
 
     run, summary = trained
@@ -189,7 +189,7 @@ def test_training_commands_without_torch_name_the_extra_to_install(tmp_path, com
 
 
 def test_export_at_another_input_size(trained, tmp_path):
-    from snapmatch.sdk.embedder import Embedder
+    from snapmatch.sdk.model.embedder import Embedder
 
     run, _ = trained
     result = invoke("export", run / "last.pt", "--out", tmp_path, "--image-size", "80", "--json")

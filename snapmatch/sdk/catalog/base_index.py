@@ -1,0 +1,132 @@
+"""The immutable base snapshot: a usearch file written once, then only memory-mapped.
+
+usearch pitfalls this module exists to contain (measured with usearch 2.26):
+`Index.save()` truncates in place and never fsyncs, so a base is always a new
+file, fsynced, then renamed; a viewed index is never mutated (`remove` on a
+view can segfault); `Index.restore()` returns None for a missing file; the
+file's header is the only thing usearch checks, so size and header are checked
+here at open and a SHA-256 by `verify`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from snapmatch.sdk.catalog._usearch import Index, usearch
+from snapmatch.sdk.catalog.manifest import BaseInfo
+from snapmatch.sdk.errors import CatalogCorruptError
+from snapmatch.sdk.fsutil import fsync_dir, fsync_file
+
+# Graph degree of new catalogs. Measured on 100k vectors shaped like real embeddings (docs/BENCHMARKS.md):
+# 32 reaches a recall that 16 needs twice the search effort for, for ~10% more file per f32 vector.
+CONNECTIVITY = 32
+EXPANSION_ADD = 128
+# usearch 2.26's multi-threaded add can leave a few nodes that no search
+# reaches (unum-cloud/usearch#735): graphs are built on one thread.
+BUILD_THREADS = 1
+_SCALAR_NAMES = {"f32": "F32", "f16": "F16", "i8": "I8", "bf16": "BF16"}
+
+
+def base_filename(generation: int) -> str:
+    return f"base-{generation:06d}.usearch"
+
+
+def new_index(dim: int, dtype: str, *, connectivity: int = CONNECTIVITY, expansion_add: int = EXPANSION_ADD) -> Index:
+    return Index(ndim=dim, metric="cos", dtype=dtype, connectivity=connectivity, expansion_add=expansion_add)
+
+
+def load_for_update(folder: Path, info: BaseInfo) -> Index:
+    """A private in-memory copy of a base, which (unlike a view) may be changed."""
+    index = Index.restore(str(folder / info.file), view=False)
+    if index is None:
+        raise CatalogCorruptError(f"base index {folder / info.file} is missing")
+    return index
+
+
+def write_base(folder: Path, index: Index, *, generation: int, max_key: int) -> BaseInfo:
+    """Write `index` as a new immutable base file, durable before this returns."""
+    name = base_filename(generation)
+    final = folder / name
+    tmp = folder / f".{name}.{os.getpid()}.tmp"
+    index.save(str(tmp))
+    fsync_file(tmp)
+    os.replace(tmp, final)
+    fsync_dir(folder)
+    return BaseInfo(
+        generation=generation,
+        file=name,
+        count=len(index),
+        max_key=max_key,
+        size=final.stat().st_size,
+        sha256=file_sha256(final),
+        usearch_version=usearch.__version__,
+        connectivity=index.connectivity,
+        expansion_add=index.expansion_add,
+    )
+
+
+def check_base(folder: Path, info: BaseInfo, *, dim: int, dtype: str) -> None:
+    """Cheap checks (size, header) that a base file is the one the manifest describes."""
+    path = folder / info.file
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise CatalogCorruptError(f"base index {path} is missing; run `snapmatch catalog verify --repair`") from None
+    if size != info.size:
+        raise CatalogCorruptError(
+            f"base index {path} is {size} bytes, the manifest says {info.size}: the file is truncated or "
+            "was replaced; run `snapmatch catalog verify --repair` to rebuild it from the catalog database"
+        )
+    try:
+        meta = Index.metadata(str(path))
+    except Exception as exc:  # usearch raises plain RuntimeError/ValueError for bad headers
+        raise CatalogCorruptError(f"base index {path} has an unreadable header ({exc})") from None
+    if meta is None:
+        raise CatalogCorruptError(f"base index {path} has an unreadable header")
+    expected_scalar = _SCALAR_NAMES.get(dtype, dtype.upper())
+    if getattr(meta.get("kind_metric"), "name", "") != "Cos" or getattr(meta.get("kind_key"), "name", "") != "U64":
+        raise CatalogCorruptError(
+            f"base index {path} header declares metric {meta.get('kind_metric')} and keys {meta.get('kind_key')}, "
+            "not cosine with 64-bit keys: the header is damaged; run `snapmatch catalog verify --repair`"
+        )
+    if (
+        meta.get("dimensions") != dim
+        or meta.get("count_present") != info.count
+        or getattr(meta.get("kind_scalar"), "name", "") != expected_scalar
+    ):
+        raise CatalogCorruptError(
+            f"base index {path} header (dim {meta.get('dimensions')}, {meta.get('count_present')} vectors, "
+            f"{getattr(meta.get('kind_scalar'), 'name', '?')}) disagrees with the manifest "
+            f"(dim {dim}, {info.count} vectors, {expected_scalar}); run `snapmatch catalog verify --repair`"
+        )
+
+
+def view_base(folder: Path, info: BaseInfo, *, dim: int, dtype: str, expansion_search: int) -> Index:
+    """Memory-map a base after checking it: cost independent of its size."""
+    check_base(folder, info, dim=dim, dtype=dtype)
+    path = folder / info.file
+    try:
+        # The catalog never looks keys up in the base (only searches it):
+        # skipping usearch's key table makes open ~2.7x faster at 1M vectors.
+        index = Index.restore(str(path), view=True, enable_key_lookups=False)
+    except Exception as exc:
+        raise CatalogCorruptError(f"base index {path} cannot be opened ({exc})") from None
+    if index is None:
+        raise CatalogCorruptError(f"base index {path} is missing")
+    index.expansion_search = expansion_search  # not stored in the file
+    return index
+
+
+def same_format(info: BaseInfo) -> bool:
+    """True when the installed usearch reads this base safely (same major.minor as its writer)."""
+    return info.usearch_version.split(".")[:2] == usearch.__version__.split(".")[:2]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,230 @@
+"""Decode any supported image input and resize it the way the model declares.
+
+`preprocess` is the one function that turns a user's image into model input;
+training-time evaluation, int8 calibration and the runtime all call it, so
+what the model sees cannot differ between them. Normalisation is not here: it
+lives inside the ONNX graph.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+
+from snapmatch.sdk.errors import (
+    ImageNotFoundError,
+    ImageTooLargeError,
+    InvalidArgumentError,
+    InvalidImageError,
+)
+from snapmatch.sdk.image.image_header import read_header
+from snapmatch.sdk.model.model_spec import InputSpec
+
+# A 50-megapixel photo decodes to 150 MB; anything larger is refused before
+# decoding, from the size its header declares (JPEG, PNG, GIF, BMP, WebP,
+# TIFF). For other formats OpenCV's own limit (2^30 pixels, 3 GB) applies; it
+# is lowered to match here, which takes effect only when snapmatch is imported
+# before anything else imports cv2 (OpenCV reads it once, at import).
+MAX_PIXELS = 50_000_000
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
+
+import cv2  # noqa: E402  (the pixel limit must be in the environment first)
+
+ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, np.ndarray]
+# One image: a path, encoded bytes, or one (H, W[, C]) array. A 4-D array is a batch of images, everywhere.
+SingleImage = Union[str, os.PathLike, bytes, bytearray, memoryview, np.ndarray]
+_ONE = (str, os.PathLike, bytes, bytearray, memoryview)
+
+
+def image_batch(images) -> tuple[list, bool]:
+    """(the images as a list, whether one image was given): the one rule search, identify and embed share.
+
+    A path, bytes or an (H, W[, C]) array is one image; a list, tuple or
+    other iterable of them, or an (N, H, W, C) array, is a batch.
+    """
+    if isinstance(images, _ONE) or (isinstance(images, np.ndarray) and images.ndim != 4):
+        return [images], True
+    if images is None:
+        raise InvalidImageError(_NONE_IMAGE)
+    if isinstance(images, np.ndarray):
+        return list(images), False
+    try:
+        return list(images), False
+    except TypeError:
+        raise InvalidImageError(_unsupported(images)) from None
+
+
+def image_list(images, *, what: str = "images") -> list:
+    """A non-empty list of images (one image, a sequence, or a 4-D array); InvalidArgumentError when empty."""
+    listed, _ = image_batch(images)
+    if not listed:
+        raise InvalidArgumentError(f"no {what} given: give at least one image")
+    return listed
+
+
+def content_digest(image: ImageInput) -> str:
+    """SHA-256 of an image's content: a file's bytes, encoded bytes, or an array's pixels (with its shape)."""
+    if isinstance(image, (str, os.PathLike)):
+        return hashlib.sha256(read_image_bytes(image)).hexdigest()
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return hashlib.sha256(bytes(image)).hexdigest()
+    if isinstance(image, np.ndarray):
+        digest = hashlib.sha256(f"{image.dtype.str}{image.shape}".encode())
+        digest.update(np.ascontiguousarray(image).data)
+        return digest.hexdigest()
+    raise InvalidImageError(_NONE_IMAGE if image is None else _unsupported(image))
+
+
+_NONE_IMAGE = ("the image is None (cv2.imread returns None for a path it cannot read): give a path, "
+               "encoded bytes or a BGR numpy array")
+
+
+def _unsupported(image) -> str:
+    return (f"unsupported image input of type {type(image).__name__}: give a path, encoded bytes or a BGR "
+            "numpy array")
+
+
+def read_image_bytes(path: str | os.PathLike) -> bytes:
+    """The bytes of an image file, or ImageNotFoundError / InvalidImageError naming the path."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImageNotFoundError(f"image not found: {path}") from None
+    except IsADirectoryError:
+        raise ImageNotFoundError(f"image path is a directory: {path}") from None
+    except OSError as exc:
+        raise InvalidImageError(f"cannot read image {path}: {exc.strerror or exc}") from None
+    if not data:
+        raise InvalidImageError(f"image file is empty: {path}")
+    return data
+
+
+def decode(image: ImageInput, *, max_pixels: int = MAX_PIXELS, name: str | None = None) -> np.ndarray:
+    """Any image input as an (H, W, 3) uint8 BGR array.
+
+    Paths and encoded bytes are decoded with EXIF orientation applied;
+    grayscale, alpha (composited on white) and 16-bit inputs are converted.
+    """
+    if isinstance(image, np.ndarray):
+        return _from_array(image, name or "array")
+    if isinstance(image, (str, os.PathLike)):
+        name = name or str(image)
+        data = read_image_bytes(image)
+    elif isinstance(image, (bytes, bytearray, memoryview)):
+        name = name or "image bytes"
+        data = bytes(image)
+    else:
+        raise InvalidImageError(_NONE_IMAGE if image is None else _unsupported(image))
+    return _decode_bytes(data, name, max_pixels)
+
+
+def _decode_bytes(data: bytes, name: str, max_pixels: int) -> np.ndarray:
+    if not data:
+        raise InvalidImageError(f"{name} is empty")
+    header = read_header(data)
+    if header.pixels is not None and header.pixels > max_pixels:
+        raise ImageTooLargeError(
+            f"{name} is {header.width}x{header.height} = {header.pixels:,} pixels, above the limit of {max_pixels:,}"
+        )
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    try:
+        if header.may_have_alpha:
+            # IMREAD_UNCHANGED keeps alpha and 16-bit depth (and skips EXIF
+            # orientation, which these formats rarely carry).
+            decoded = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+        else:
+            # IMREAD_COLOR applies EXIF orientation and gives 8-bit BGR.
+            decoded = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(exc):
+            raise ImageTooLargeError(f"{name} has more pixels than OpenCV's decoding limit") from None
+        raise InvalidImageError(f"{name} cannot be decoded: {str(exc).strip().splitlines()[-1]}") from None
+    if decoded is None or decoded.size == 0:
+        raise InvalidImageError(f"{name} is not a readable image (corrupt, truncated or an unsupported format)")
+    if decoded.shape[0] * decoded.shape[1] > max_pixels:
+        raise ImageTooLargeError(f"{name} decodes to {decoded.shape[1]}x{decoded.shape[0]} pixels, above the limit")
+    return _from_array(decoded, name)
+
+
+def _from_array(array: np.ndarray, name: str) -> np.ndarray:
+    """Normalise a decoded array to contiguous (H, W, 3) uint8 BGR."""
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise InvalidImageError(f"{name} has shape {array.shape}; expected (H, W), (H, W, 3) or (H, W, 4)")
+    if array.shape[0] < 1 or array.shape[1] < 1:
+        raise InvalidImageError(f"{name} has no pixels (shape {array.shape})")
+    array = _to_uint8(array, name)
+    if array.ndim == 2:
+        return cv2.cvtColor(array, cv2.COLOR_GRAY2BGR)
+    if array.shape[2] == 4:
+        return _composite_on_white(array)
+    return np.ascontiguousarray(array)
+
+
+def _to_uint8(array: np.ndarray, name: str) -> np.ndarray:
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.uint16:
+        return (array >> 8).astype(np.uint8)
+    if array.dtype in (np.float16, np.float32, np.float64):
+        # Float pixels are in [0, 1] (OpenCV's and scikit-image's convention). Values above 1 are
+        # refused, not clipped: a float array of 0-255 values would otherwise turn white, silently.
+        if not np.isfinite(array).all():
+            raise InvalidImageError(f"{name} contains NaN or infinite pixel values")
+        low, high = float(array.min()), float(array.max())
+        if low < 0.0 or high > 1.0:
+            raise InvalidImageError(
+                f"{name} is a float image with values in [{low:g}, {high:g}]; float pixels must be in [0, 1] "
+                "(for 0-255 values convert with array.astype(np.uint8))"
+            )
+        return (array.astype(np.float32) * 255.0 + 0.5).astype(np.uint8)
+    raise InvalidImageError(f"{name} has pixel type {array.dtype}; expected uint8, uint16 or float in [0, 1]")
+
+
+def _composite_on_white(bgra: np.ndarray) -> np.ndarray:
+    # Transparent areas would otherwise turn black, which product photos on a
+    # transparent background never mean.
+    alpha = bgra[:, :, 3:4].astype(np.float32) / 255.0
+    bgr = bgra[:, :, :3].astype(np.float32)
+    return (bgr * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
+
+
+def resize(bgr: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """Resize a BGR image to the model's input size by its resize policy; returns RGB uint8 (H, W, 3)."""
+    height, width = bgr.shape[:2]
+    if spec.resize == "stretch":
+        out = _resize_to(bgr, spec.width, spec.height)
+    elif spec.resize == "letterbox":
+        scale = min(spec.width / width, spec.height / height)
+        new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+        scaled = _resize_to(bgr, new_w, new_h)
+        out = np.full((spec.height, spec.width, 3), 255, dtype=np.uint8)
+        top, left = (spec.height - new_h) // 2, (spec.width - new_w) // 2
+        out[top:top + new_h, left:left + new_w] = scaled
+    else:  # center_crop: the crop covers crop_fraction of the shorter side
+        # Crop in the source first, then resize only the crop: resizing a very
+        # long strip whole would allocate far more than the image itself.
+        scale = max(spec.width / (width * spec.crop_fraction), spec.height / (height * spec.crop_fraction))
+        crop_w = min(width, max(1, round(spec.width / scale)))
+        crop_h = min(height, max(1, round(spec.height / scale)))
+        top, left = (height - crop_h) // 2, (width - crop_w) // 2
+        out = _resize_to(bgr[top:top + crop_h, left:left + crop_w], spec.width, spec.height)
+    return cv2.cvtColor(out, cv2.COLOR_BGR2RGB)
+
+
+def _resize_to(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    if image.shape[1] == width and image.shape[0] == height:
+        return image
+    shrinking = width < image.shape[1] or height < image.shape[0]
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+def preprocess(image: ImageInput, spec: InputSpec, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Any image input as the model's input: RGB uint8, shape (spec.height, spec.width, 3)."""
+    return resize(decode(image, max_pixels=max_pixels), spec)
