@@ -176,7 +176,7 @@ def time_stages(folder: Path, photos: Photos, spec, *, threads: int, config: Lat
     times["adaptation"] = []
     with ProductSearch.open(folder, readonly=True, threads=threads) as search:
         embedder, catalog = search.embedder, search.catalog
-        transform = catalog._state.adaptation  # part of `search`: the catalog's metric applied to the query
+        transform = catalog.adaptation  # part of `search`: the catalog's metric applied to the query
         for round_ in range(config.warmup + config.repeats):
             data = photos.data[photos.frames[round_ % len(photos.frames)]]
             t0 = time.perf_counter()

@@ -19,7 +19,7 @@ Modes, each repeated `repeats` times (median and max reported):
 - readonly_evicted: readonly after the catalog's files were evicted from the
   page cache with posix_fadvise (see `pagecache`; dropping all caches needs root).
 
-    python -m snapmatch.benchmarks.open_time --sizes 10k,1M --dim 576 --out scratch/open-time
+    snapmatch benchmark open-time --sizes 10k,1M --dim 576 --out scratch/open-time
 
 Building the base dominates a first run: 1M x 576 f32 HNSW at the library's
 expansion_add (128) takes tens of minutes on two cores. --expansion-add 32
@@ -30,7 +30,6 @@ same settings, so a rerun only measures.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -126,7 +125,7 @@ def run(
         opens = {}
         for mode in modes:
             log(f"{spec.name}: timing {mode} x{repeats}")
-            opens[mode] = _measure(mode, catalog, queries_path, expected, keys, repeats, threads=threads,
+            opens[mode] = measure_open(mode, catalog, queries_path, expected, keys, repeats, threads=threads,
                                    images_per_product=images_per_product)
         results.append({
             "size": spec.size,
@@ -171,7 +170,7 @@ def _compare(results: list[dict], compare) -> dict:
 # --- one measurement: fresh processes ---------------------------------------------------
 
 
-def _measure(
+def measure_open(
     mode: str, catalog: Path, queries: Path, expected: list[str], keys: list[int], repeats: int, *, threads: int,
     images_per_product: int,
 ) -> dict:
@@ -348,53 +347,21 @@ def parse_size(text: str) -> int:
     try:
         value = int(round(float(number) * scale))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 10k, 1M, 2500)") from None
+        raise InvalidArgumentError(f"not a size: {text!r} (examples: 10k, 1M, 2500)") from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"a size must be positive, not {text!r}")
+        raise InvalidArgumentError(f"a size must be positive, not {text!r}")
     return value
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["--child"]:
-        print(json.dumps(_child(json.loads(argv[1]))))
-        return 0
-    parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="10k,1M", help="comma-separated vector counts, e.g. 10k,100k,1M")
-    parser.add_argument("--dim", type=int, default=576)
-    parser.add_argument("--out", required=True, type=Path, help=f"folder for {RESULT_FILE}")
-    parser.add_argument("--folder", type=Path, help="where the catalogs are built (default: OUT/catalogs)")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--vector-dtype", default="f32", choices=("f32", "f16", "i8"))
-    parser.add_argument("--expansion-add", type=int, help="usearch build effort (default: the library's)")
-    parser.add_argument("--images-per-product", type=int, default=4)
-    parser.add_argument("--clusters", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--insert", default="bulk", choices=("bulk", "api"))
-    parser.add_argument("--model", type=Path, help="ONNX model of embedding size --dim: also time ProductSearch.open")
-    parser.add_argument("--modes", help=f"comma-separated subset of {','.join(MODES)} (default: all that apply)")
-    parser.add_argument("--no-evict", action="store_true", help="skip the page-cache-evicted mode")
-    parser.add_argument("--reuse", action="store_true", help="reuse catalogs of the same settings built earlier")
-    parser.add_argument("--clean", action="store_true", help="delete the catalogs afterwards")
-    parser.add_argument("--threads", type=int, default=0, help="usearch threads (0: all cores)")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
-    args = parser.parse_args(argv)
-    sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
-
-    def log(message: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
+def report(sizes: list[int], out: Path, *, command: str, log=None, **options) -> dict:
+    """Run the open-time benchmark (options as for `run`), write OUT/open_time.json and return the report."""
     started, env = time.time(), environment()
-    results = run(sizes, args.dim, args.folder or args.out / "catalogs", args.repeats, vector_dtype=args.vector_dtype,
-                  expansion_add=args.expansion_add, images_per_product=args.images_per_product,
-                  clusters=args.clusters, seed=args.seed, insert=args.insert, model=args.model,
-                  modes=args.modes.split(",") if args.modes else None,
-                  evict=not args.no_evict, reuse=args.reuse, keep=not args.clean, threads=args.threads, log=log)
-    report = {
+    results = run(sizes, log=log, **options)
+    payload = {
         "benchmark": "open_time",
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "seconds": time.time() - started,
-        "command": " ".join([f"python -m {MODULE}", *argv]),
+        "command": command,
         "environment": env,
         "load_average_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "results": results,
@@ -407,15 +374,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             "catalogs of up to 20000 vectors are searched exactly (Catalog exact_below), larger ones through HNSW",
         ],
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / RESULT_FILE).write_text(json.dumps(report, indent=2) + "\n")
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(format_table(results))
-        print(f"\nresults: {args.out / RESULT_FILE}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / RESULT_FILE).write_text(json.dumps(payload, indent=2) + "\n")
+    return payload
+
+
+def _child_main(argv: Sequence[str]) -> int:
+    """`python -m snapmatch.benchmarks.open_time --child REQUEST`: one timed open, in a fresh process."""
+    if argv[:1] != ["--child"] or len(argv) != 2:
+        print("this module runs the timed child of `snapmatch benchmark open-time`; run that instead", file=sys.stderr)
+        return 2
+    print(json.dumps(_child(json.loads(argv[1]))))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_child_main(sys.argv[1:]))

@@ -164,7 +164,7 @@ def _open(catalog: Path, spec: SyntheticSpec, repeats: int, threads: int) -> dic
     vectors, expected, keys = sample_queries(catalog, spec)
     queries_path = catalog.with_name(catalog.name + ".queries.npy")
     np.save(queries_path, vectors)
-    measured = open_time._measure("readonly", catalog, queries_path, expected, keys, repeats, threads=threads,
+    measured = open_time.measure_open("readonly", catalog, queries_path, expected, keys, repeats, threads=threads,
                                   images_per_product=spec.images_per_product)
     return {"open_ms": measured["open_ms"], "first_search_ms": measured["first_search_ms"]["median"]}
 
@@ -248,20 +248,25 @@ def _child(request: dict) -> dict:
     catalog = Catalog.open(request["folder"], readonly=True, threads=threads, **options)
     after_open = status()
     queries = np.load(request["queries"])
-    base = catalog._state.base
-    if request.get("expansion_search"):
-        base.expansion_search = int(request["expansion_search"])  # this process only; the manifest is unchanged
+    expansion = request.get("expansion_search")  # this process only; the manifest is unchanged
+    base_size = catalog.stats()["base_vectors"]
     index_ms, catalog_ms, found = [], [], []
     for query in queries:
         start = time.perf_counter()
-        result = base.search(query, RECALL_K, threads=threads, exact=len(base) <= catalog.exact_below)
+        keys, _ = catalog.search_base(query[None], RECALL_K, expansion_search=expansion)
         index_ms.append(1e3 * (time.perf_counter() - start))
-        found.append(np.asarray(result.keys, dtype=np.int64)[:RECALL_K])
+        found.append(keys[0][keys[0] >= 0])
     for query in queries:
         start = time.perf_counter()
         catalog.search(query[None], 5)
         catalog_ms.append(1e3 * (time.perf_counter() - start))
-    rescored_ms, rescored = _rescored_search(catalog, base, queries, threads)
+    # What Catalog.search does for an i8/f16 base: CANDIDATES from the index, ranked on their float32 vectors.
+    rescored_ms, rescored = [], []
+    for query in queries:
+        start = time.perf_counter()
+        keys, _ = catalog.search_base(query[None], RECALL_K, candidates=CANDIDATES)
+        rescored_ms.append(1e3 * (time.perf_counter() - start))
+        rescored.append(keys[0][keys[0] >= 0])
     after_search = status()
     catalog.close()
 
@@ -291,30 +296,10 @@ def _child(request: dict) -> dict:
         "top1_agrees_with_exact": float(np.mean(top1)),
         "search_rescored_ms": summary(rescored_ms),
         "recall_at_10_rescored": float(np.mean(rescored_hits)),
-        "exact_search_in_usearch": bool(len(base) <= catalog.exact_below),
+        "exact_search_in_usearch": bool(base_size <= catalog.exact_below),
         "rss_mb": {"before_open": before, "after_open": after_open, "after_searches": after_search},
         "queries": len(queries),
     }
-
-
-def _rescored_search(catalog, base, queries: np.ndarray, threads: int) -> tuple[list[float], list[np.ndarray]]:
-    """What Catalog.search does for k=10: CANDIDATES from the base, rescored on their stored float32 vectors."""
-    from snapmatch.sdk.catalog import store
-
-    conn = store.connect(catalog.folder, readonly=True)
-    times, found = [], []
-    try:
-        for query in queries:
-            start = time.perf_counter()
-            result = base.search(query, CANDIDATES, threads=threads, exact=len(base) <= catalog.exact_below)
-            keys = np.asarray(result.keys, dtype=np.int64)
-            rows = store.lookup(conn, keys, vectors=True)
-            stored = np.stack([np.frombuffer(rows[int(k)].vector, dtype=np.float32) for k in keys])
-            found.append(keys[np.argsort(-(stored @ query), kind="stable")[:RECALL_K]])
-            times.append(1e3 * (time.perf_counter() - start))
-    finally:
-        conn.close()
-    return times, found
 
 
 # --- report ---------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ import json
 import math
 import os
 import resource
-import sqlite3
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -188,22 +187,14 @@ def _create(folder: Path, spec: SyntheticSpec, *, model, threads: int) -> Catalo
 
 
 def _bulk_insert(folder: Path, spec: SyntheticSpec) -> None:
-    """Rows exactly as Catalog.add writes them, many products per transaction."""
-    conn = sqlite3.connect(folder / store.DATABASE, isolation_level=None, timeout=30)
+    """Rows exactly as Catalog.add writes them (store.bulk_load), many products per transaction."""
+    conn = store.connect(folder, readonly=False)
     try:
         conn.execute("PRAGMA synchronous=NORMAL")  # one fsync per chunk is plenty for a benchmark
-        now = time.time()
         for ids, owner, vectors in clustered_chunks(spec):
-            conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(
-                "INSERT INTO products (id, name, created) VALUES (?, ?, ?)",
-                ((pid, f"Product {pid}", now) for pid in ids),
-            )
-            conn.executemany(
-                "INSERT INTO images (product_id, source, vector) VALUES (?, '', ?)",
-                ((product_id(int(o)), v.tobytes()) for o, v in zip(owner, vectors)),
-            )
-            conn.execute("COMMIT")
+            with store.Transaction(conn):
+                store.bulk_load(conn, ((pid, f"Product {pid}") for pid in ids),
+                                ((product_id(int(o)), v) for o, v in zip(owner, vectors)))
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the database file holds everything, as on a device
     finally:
         conn.close()
@@ -255,11 +246,12 @@ def sample_queries(
     """`count` stored image vectors spread over the catalog, slightly perturbed; their products and keys."""
     rng = np.random.default_rng([spec.seed, 1 << 29])
     keys = np.unique(np.linspace(1, spec.size, count).astype(np.int64))
-    conn = sqlite3.connect(f"{(Path(folder).resolve() / store.DATABASE).as_uri()}?mode=ro", uri=True)
+    conn = store.connect(Path(folder), readonly=True)
     try:
-        rows = [conn.execute("SELECT product_id, vector FROM images WHERE key = ?", (int(k),)).fetchone() for k in keys]
+        found = store.lookup(conn, keys, vectors=True)
     finally:
         conn.close()
-    vectors = np.stack([np.frombuffer(row[1], dtype=np.float32) for row in rows])
+    rows = [found[int(k)] for k in keys]
+    vectors = np.stack([np.frombuffer(row.vector, dtype=np.float32) for row in rows])
     noise = 0.5 * IMAGE_SPREAD / math.sqrt(spec.dim) * rng.standard_normal(vectors.shape)
-    return _unit(vectors + noise), [row[0] for row in rows], [int(k) for k in keys]
+    return _unit(vectors + noise), [row.product_id for row in rows], [int(k) for k in keys]

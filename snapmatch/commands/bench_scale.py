@@ -14,10 +14,11 @@ SIZE_EXAMPLES = "e.g. 10k,100k,1M"  # also 2500 or 2.5k
 
 def parse_sizes(value: str, option: str = "--sizes") -> list[int]:
     from snapmatch.benchmarks.open_time import parse_size
+    from snapmatch.sdk.errors import InvalidArgumentError
 
     try:
         sizes = [parse_size(part) for part in value.split(",") if part.strip()]
-    except Exception as exc:  # argparse.ArgumentTypeError carries the message
+    except InvalidArgumentError as exc:
         raise click.BadParameter(f"{exc} ({SIZE_EXAMPLES})", param_hint=option) from None
     if not sizes:
         raise click.BadParameter(f"give at least one size ({SIZE_EXAMPLES})", param_hint=option)
@@ -173,3 +174,46 @@ def memory(size, folder, reuse, vector_dtype, expansion_add, connectivity, model
         click.echo(f"{step:<16} {values['rss']:>8.1f} {values['anon']:>8.1f} {values['file']:>8.1f}")
     click.echo(f"peak RSS: {result['peak_rss_mb']:.1f} MB "
                f"({result['peak_rss_mb'] / result['base_file_mb']:.1%} of the base file)")
+
+
+@click.command("open-time")
+@click.option("--sizes", default="10k,1M", show_default=True, help=f"Catalog sizes in vectors, {SIZE_EXAMPLES}.")
+@click.option("--dim", type=click.IntRange(min=1), default=576, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for open_time.json.")
+@folder_option
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True)
+@dtype_option
+@ea_option
+@click.option("--images-per-product", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--clusters", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--insert", type=click.Choice(["bulk", "api"]), default="bulk", show_default=True,
+              help="bulk: the store's insert in large transactions; api: Catalog.add, one product at a time.")
+@click.option("--model", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="ONNX model of embedding size --dim: also time ProductSearch.open.")
+@click.option("--modes", default=None, help="Comma-separated subset of the modes (default: all that apply).")
+@click.option("--no-evict", is_flag=True, help="Skip the page-cache-evicted mode.")
+@click.option("--reuse", is_flag=True, help="Reuse catalogs of the same settings built earlier in --folder.")
+@click.option("--clean", is_flag=True, help="Delete the catalogs afterwards.")
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True, help="usearch threads (0: all).")
+@json_option
+def open_time(sizes, dim, out, folder, repeats, vector_dtype, expansion_add, images_per_product, clusters, seed,
+              insert, model, modes, no_evict, reuse, clean, threads, as_json) -> None:
+    """How long opening a catalog takes, each open in a fresh process (warm, evicted, writer, ProductSearch).
+
+    \b
+    snapmatch benchmark open-time --sizes 10k,1M --expansion-add 32 --modes readonly,writer --out open-time
+    """
+    from snapmatch.benchmarks import open_time as profiler
+
+    payload = profiler.report(
+        parse_sizes(sizes), out, command=_invocation(), log=_log, dim=dim, folder=folder or out / "catalogs",
+        repeats=repeats, vector_dtype=vector_dtype, expansion_add=expansion_add,
+        images_per_product=images_per_product, clusters=clusters, seed=seed, insert=insert, model=model,
+        modes=modes.split(",") if modes else None, evict=not no_evict, reuse=reuse, keep=not clean, threads=threads)
+    if as_json:
+        emit_json(payload)
+    else:
+        click.echo(profiler.format_table(payload["results"]))
+        click.echo(f"\nresults: {out / profiler.RESULT_FILE}")

@@ -15,6 +15,7 @@ BENCHMARKS = {
     "accuracy": ("snapmatch.commands.bench_accuracy:accuracy", "Recall@1/5, MAP@R and open-set figures through the runtime, fp32 beside int8."),
     "scale": ("snapmatch.commands.bench_scale:scale", "Build, open, search, add and compact synthetic catalogs of growing size."),
     "memory": ("snapmatch.commands.bench_scale:memory", "Peak resident memory of a process serving a large catalog."),
+    "open-time": ("snapmatch.commands.bench_scale:open_time", "Time to open catalogs of growing size, each in a fresh process."),
     "watch": ("snapmatch.commands.bench_watch:watch", "Sustained lookups/s of `watch` and the delay before a product is named."),
 }
 

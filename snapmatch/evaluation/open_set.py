@@ -9,7 +9,6 @@ import numpy as np
 
 from snapmatch.evaluation.embedding import Embedded
 from snapmatch.evaluation.retrieval import build_catalog
-from snapmatch.sdk.catalog import self_calibration
 from snapmatch.sdk.catalog.calibration import (
     DecisionRule,
     choose_threshold,
@@ -32,8 +31,7 @@ def open_scores(gallery: Embedded, queries: Embedded, model_id: str, seed: int, 
             build_catalog(Path(tmp) / "catalog", known_gallery, model_id, adapt=adapt) as catalog:
         best = [m[0] if m else None for m in catalog.search(queries.vectors, k=1)]
         try:
-            own_rule, _ = self_calibration.fit(self_calibration.sample(catalog._write, catalog.dim),
-                                               catalog._state.adaptation)
+            own_rule, _ = catalog.self_calibrated_rule()
         except CalibrationError:
             own_rule = None
     scores = np.array([m.score if m else -1.0 for m in best])

@@ -42,7 +42,7 @@ def retrieval(gallery: Embedded, queries: Embedded, model_id: str, *, adapt: boo
     with tempfile.TemporaryDirectory() as tmp, \
             build_catalog(Path(tmp) / "catalog", gallery, model_id, adapt=adapt) as catalog:
         results = catalog.search(queries.vectors, k=5)
-        transform = catalog._state.adaptation  # MAP@R ranks images by exact cosine under the same metric
+        transform = catalog.adaptation  # MAP@R ranks images by exact cosine under the same metric
         adapted = catalog.adaptation_status()["in_force"]
     ranked = [[match.product_id for match in matches] for matches in results]
     truth = [str(label) for label in queries.labels]

@@ -67,11 +67,17 @@ def test_reuse_skips_the_build(tmp_path):
     assert again[0]["build"]["reused"] and again[0]["build"]["base_file"] == first[0]["build"]["base_file"]
 
 
-def test_main_writes_json(tmp_path, capsys):
+def test_the_command_writes_json(tmp_path):
+    from click.testing import CliRunner
+
+    from snapmatch.cli import cli
+
     out = tmp_path / "out"
-    argv = ["--sizes", "300", "--dim", "8", "--repeats", "1", "--modes", "readonly", "--out", str(out), "--json"]
-    assert open_time.main(argv) == 0
-    printed = json.loads(capsys.readouterr().out)
+    argv = ["benchmark", "open-time", "--sizes", "300", "--dim", "8", "--repeats", "1", "--modes", "readonly",
+            "--out", str(out), "--json"]
+    result = CliRunner().invoke(cli, argv, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)
     assert printed == json.loads((out / open_time.RESULT_FILE).read_text())
     assert printed["results"][0]["size"] == 300 and printed["ratios"] == {}
 

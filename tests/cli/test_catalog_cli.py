@@ -199,3 +199,79 @@ def test_tune_changes_search_and_rebuild_settings_durably(tmp_path, model_path):
     assert (info["expansion_search"], info["connectivity"]) == (150, 24)
     nothing = run("catalog", "tune", folder)
     assert nothing.exit_code == 2 and "at least one setting" in nothing.output
+
+
+def test_the_same_import_twice_adds_nothing_the_second_time(catalog, photo_dir):
+    first = run("catalog", "import", catalog, photo_dir)
+    assert first.exit_code == 0 and first.output.startswith("imported 15 image(s): 5 new product(s)")
+    again = run("catalog", "import", catalog, photo_dir, "--json")
+    assert again.exit_code == 0
+    assert json.loads(again.stdout) == {"products_added": 0, "products_extended": 0, "images_added": 0,
+                                        "duplicates": 15, "skipped": []}
+    assert db_products(catalog) == {f"product_{p}": 3 for p in range(5)}
+    added = run("catalog", "add", catalog, "product_0", photo_dir / "product_0" / "0.jpg")
+    assert added.output.strip() == "added 0 image(s) to existing product product_0; 1 already in it, skipped"
+
+
+def test_an_interrupted_import_says_what_it_committed_and_resumes(catalog, photo_dir, monkeypatch):
+    from snapmatch.sdk.product_search import ProductSearch
+
+    original, calls = ProductSearch.add, []
+
+    def add_then_ctrl_c(self, product_id, images, **options):
+        calls.append(product_id)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(self, product_id, images, **options)
+
+    monkeypatch.setattr(ProductSearch, "add", add_then_ctrl_c)
+    result = run("catalog", "import", catalog, photo_dir)
+    assert result.exit_code == 130
+    assert result.output.strip() == ("error: interrupted (Ctrl-C) after 2 of 5 products: 6 image(s) committed "
+                                     "(2 new product(s)); run the same import again to finish it (photos already "
+                                     "in are skipped)")
+    assert db_products(catalog) == {"product_0": 3, "product_1": 3}
+    monkeypatch.setattr(ProductSearch, "add", original)
+    resumed = run("catalog", "import", catalog, photo_dir)
+    assert resumed.output.startswith("imported 9 image(s): 3 new product(s), 0 extended; 6 already in the catalog")
+    assert db_products(catalog) == {f"product_{p}": 3 for p in range(5)}
+
+
+def test_a_list_files_header_line_is_not_a_photo(catalog, photo_dir):
+    listing = photo_dir / "list.csv"
+    listing.write_text("path, product_id, name\nproduct_0/0.jpg, milk, Milk\n")
+    result = run("catalog", "import", catalog, listing)
+    assert result.exit_code == 0, result.output
+    assert db_products(catalog) == {"milk": 1}
+
+
+def test_create_refuses_a_folder_of_photos(photo_dir, model_path):
+    result = run("catalog", "create", photo_dir, "--model", model_path)
+    assert result.exit_code == 1 and "is not empty" in result.output and "not a catalog" in result.output
+    assert not (photo_dir / "manifest.json").exists() and not (photo_dir / "catalog.sqlite").exists()
+
+
+def test_calibrate_on_the_catalogs_own_photos_is_refused(catalog, photo_dir):
+    assert run("catalog", "import", catalog, photo_dir).exit_code == 0
+    result = run("catalog", "calibrate", catalog, photo_dir)
+    assert result.exit_code == 1 and "catalog's own photos" in result.output
+    assert read_manifest(catalog).threshold_source != "calibrated"
+
+
+def test_info_lists_products_in_aligned_columns(catalog, photo_dir):
+    assert run("catalog", "import", catalog, photo_dir).exit_code == 0
+    assert run("catalog", "add", catalog, "product_0", "--name", "A longer name",
+               photo_dir / "product_1" / "0.jpg").exit_code == 0
+    lines = run("catalog", "info", catalog, "--products").output.splitlines()
+    rows = lines[lines.index(next(line for line in lines if line.strip().startswith("product "))):]
+    assert len(rows) == 6
+    column = rows[0].index("images")
+    assert all(row[column - 2:column] == "  " and row[column] != " " for row in rows)
+
+
+def test_a_second_writer_is_told_how_to_wait(catalog, photo_dir):
+    from snapmatch.sdk.product_search import ProductSearch
+
+    with ProductSearch.open(catalog):
+        result = run("catalog", "import", catalog, photo_dir)
+    assert result.exit_code == 1 and "--wait SECONDS" in result.output and "readonly=True" not in result.output

@@ -37,6 +37,8 @@ from snapmatch.sdk.catalog.manifest import (
 from snapmatch.sdk.catalog.search import (
     SearchView,
     adapted,
+    exact_scores,
+    search_base,
     search_products,
     with_margins,
 )
@@ -330,6 +332,11 @@ class Catalog:
             "generation": state.manifest.generation,
             "adaptation": self.adaptation_status(),
         }
+
+    @property
+    def adaptation(self) -> Adaptation | None:
+        """The metric's transform in force (applied to every query), or None for the plain cosine."""
+        return self._state.adaptation
 
     def adaptation_status(self) -> dict:
         """Which metric is in force and what it rests on (for `catalog info`)."""
@@ -682,6 +689,12 @@ class Catalog:
             return "stale"
         return "current" if self.threshold_current() else "stale"
 
+    def self_calibrated_rule(self) -> tuple[DecisionRule, CalibrationReport]:
+        """The rule self-calibration would fit on the catalog's own photos now, not stored (for evaluations)."""
+        self._check_writable()
+        with self._write_mutex:
+            return self_calibration.fit(self_calibration.sample(self._write, self.dim), self._state.adaptation)
+
     def _product_ids(self) -> list[str]:
         with self._read_mutex:
             return [pid for pid, _, _ in store.list_products(self._read)]
@@ -707,6 +720,32 @@ class Catalog:
                           state.manifest.vector_dtype, self.threads, self.exact_below)
         found = search_products(view, queries, max(k, 2), self._lookup)
         return [with_margins(matches)[:k] for matches in found]
+
+    @_database_errors
+    def search_base(self, vectors: np.ndarray, count: int, *, candidates: int | None = None,
+                    expansion_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Keys and scores of the `count` nearest base vectors per query, found as search() finds them.
+
+        Internal but documented: the entry point of benchmarks that measure the
+        index alone (snapmatch.benchmarks.scale), with no delta and no grouping
+        by product. candidates > count fetches that many from the index and
+        ranks them on their stored float32 vectors, as search() does for an
+        i8/f16 base. expansion_search changes the graph's effort in this process only.
+        """
+        self._check_open()
+        queries = adapted(self._state.adaptation, self._check_vectors(vectors))
+        state = self._state
+        if expansion_search is not None and state.base is not None:
+            state.base.expansion_search = int(expansion_search)
+        view = SearchView(state.base, state.delta, state.tombstones, state.adaptation,
+                          state.manifest.vector_dtype, self.threads, self.exact_below)
+        total = len(state.base) if state.base is not None else 0
+        keys, scores = search_base(view, queries, max(count, candidates or 0), total)
+        if candidates:
+            scores = exact_scores(keys, scores, self._lookup(keys[keys >= 0], True), queries, state.adaptation)
+            order = np.argsort(-scores, axis=1, kind="stable")
+            keys, scores = np.take_along_axis(keys, order, 1), np.take_along_axis(scores, order, 1)
+        return keys[:, :count], scores[:, :count]
 
     def _lookup(self, keys: np.ndarray, vectors: bool) -> dict:
         with self._read_mutex:

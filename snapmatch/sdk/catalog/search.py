@@ -42,7 +42,7 @@ def search_products(view: SearchView, queries: np.ndarray, k: int, lookup: Looku
     results: list[list[Match] | None] = [None] * len(queries)
     pending = list(range(len(queries)))
     while pending:
-        base_keys, base_scores = _search_base(view, queries[pending], fetch, base_count)
+        base_keys, base_scores = search_base(view, queries[pending], fetch, base_count)
         delta_keys, delta_scores = view.delta.search(queries[pending], fetch)
         # Below the last score of a list that was cut off, an unseen vector
         # could outrank what was seen: only what is above every such cutoff is final.
@@ -72,7 +72,8 @@ def search_products(view: SearchView, queries: np.ndarray, k: int, lookup: Looku
         fetch *= 4
     return results  # type: ignore[return-value]
 
-def _search_base(view: SearchView, queries: np.ndarray, fetch: int, base_count: int):
+def search_base(view: SearchView, queries: np.ndarray, fetch: int, base_count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Keys (-1: none) and scores (-inf: none) of up to `fetch` base vectors per query, from the index as it ranks them."""
     count = min(fetch, base_count)
     if count == 0:
         empty = np.zeros((len(queries), 0))

@@ -155,6 +155,20 @@ def insert_images(conn: sqlite3.Connection, product_id: str, vectors: np.ndarray
     return keys
 
 
+def bulk_load(conn: sqlite3.Connection, products: Iterable[tuple[str, str]],
+              images: Iterable[tuple[str, np.ndarray]]) -> None:
+    """Insert many new products and their image rows in the caller's transaction (synthetic catalogs, bulk loads).
+
+    The rows are those Catalog.add writes; products must be new.
+    """
+    now = time.time()
+    conn.executemany("INSERT INTO products (id, name, created) VALUES (?, ?, ?)",
+                     ((pid, name, now) for pid, name in products))
+    cursor = conn.executemany("INSERT INTO images (product_id, source, vector) VALUES (?, '', ?)",
+                              ((pid, np.ascontiguousarray(v, dtype=np.float32).tobytes()) for pid, v in images))
+    _count_changes(conn, cursor.rowcount)
+
+
 def known_digests(conn: sqlite3.Connection, product_id: str, digests: Iterable[str | None]) -> dict[str, int]:
     """Of `digests`, those already stored for the product, each with its image's key."""
     wanted = sorted({d for d in digests if d})
