@@ -43,7 +43,7 @@ class CommandError(click.ClickException):
 
     def __init__(self, message: str, *, exit_code: int = EXIT_FAILURE, prefix: str = "error") -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        self.exit_code = exit_code  # type: ignore[misc]  # click declares it on the class; each error sets its own
         self.prefix = prefix
 
     def show(self, file=None) -> None:

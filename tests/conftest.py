@@ -55,3 +55,17 @@ def unit_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     vectors = rng.standard_normal((n, dim)).astype(np.float32)
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+_DATA_WORDS = ("grocery", "weights", "SNAPMATCH_DATA", "SNAPMATCH_WEIGHTS")
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say, once, why tests skipped for want of the development data, and how to run them."""
+    skipped = [report for report in terminalreporter.stats.get("skipped", [])
+               if isinstance(report.longrepr, tuple) and any(word in str(report.longrepr[2]) for word in _DATA_WORDS)]
+    if skipped:
+        terminalreporter.write_line(
+            f"{len(skipped)} test(s) skipped for want of the development data: set SNAPMATCH_DATA to the Grocery "
+            "Store Dataset folder and SNAPMATCH_WEIGHTS to the ImageNet MobileNetV3 weights folder "
+            "(README, 'Tests'), or keep them in ../shared beside the clone", yellow=True)

@@ -74,15 +74,16 @@ def accuracy(model, int8, no_int8, data, protocols, adapt, p2_model, target_prec
                                   target_precision=target_precision, threads=threads, on_batch=bar.update,
                                   adapt=adapt and label == "fp32")
             reports.append({"variant": label, **report})
-    result = {"reports": reports, "int8_minus_fp32": _differences(reports)}
+    differences = _differences(reports)
+    result = {"reports": reports, "int8_minus_fp32": differences}
     if as_json:
         emit_json(json.loads(json.dumps(result, default=float)))
         return
     for report in reports:
         report["model"] = f"{report['variant']} {Path(report['model']).name}"
     click.echo(format_report(reports))
-    if result["int8_minus_fp32"]:
-        click.echo("\nint8 - fp32: " + ", ".join(f"{k} {v:+.3f}" for k, v in result["int8_minus_fp32"].items()))
+    if differences:
+        click.echo("\nint8 - fp32: " + ", ".join(f"{k} {v:+.3f}" for k, v in differences.items()))
 
 
 def _quantize(fp32: Path, dataset, out: Path) -> Path:

@@ -89,8 +89,8 @@ def require_train_extra(command: str) -> None:
             missing.append(module)
     if missing:
         raise SnapmatchError(f"snapmatch {command} needs the train extra ({', '.join(missing)} not installed): "
-                             "pip install torch==2.13.0 && pip install 'snapmatch[train]' (the first line keeps "
-                             "PyTorch's CPU build)")
+                             "pip install torch --index-url https://download.pytorch.org/whl/cpu && "
+                             "pip install 'snapmatch[train]' (the first keeps PyTorch's CPU build)")
 
 
 def data_or_env(data: str | None, option: str = "--data") -> str:

@@ -72,6 +72,7 @@ def watch(catalog: Path, camera: int | None, video: Path | None, url: str | None
 
         preview = Preview(threshold=0.0, roi=region)  # says "no display available: ..." before anything starts
     source = camera if camera is not None else (url if url is not None else video)
+    assert source is not None  # click's checks above demand one of the three
     with ProductSearch.open(catalog, readonly=True, threads=threads) as search:
         if preview is not None:
             preview.threshold = search.threshold if threshold is None else threshold

@@ -68,8 +68,10 @@ def open_set(gallery: Embedded, queries: Embedded, model_id: str, *, target_prec
         folds = []
         for fit_on in (halves, ~halves):
             try:
-                kwargs = {"weights": weights} if weights else {}
-                rule = fit_rule(scores[fit_on], margins[fit_on], correct[fit_on], target_precision, **kwargs)
+                if weights:
+                    rule = fit_rule(scores[fit_on], margins[fit_on], correct[fit_on], target_precision, weights=weights)
+                else:
+                    rule = fit_rule(scores[fit_on], margins[fit_on], correct[fit_on], target_precision)
             except CalibrationError:
                 rule = None
             folds.append(_measure(rule, scores, margins, correct, is_known, ~fit_on))

@@ -176,7 +176,7 @@ class ProductSearch:
         product_id = check_product_id(product_id)
         images = image_list(images, what=f"photos of product {product_id!r}")
         skipped: list[tuple[str, str]] = []
-        digests: list[str | None] = []
+        digests: list[str] = []
         readable = []
         for image in images:
             try:
@@ -193,7 +193,7 @@ class ProductSearch:
                                      "photos to it")
         first: dict[str, int] = {}
         todo = [i for i, digest in enumerate(digests)
-                if digest not in known and first.setdefault(digest, i) == i]  # type: ignore[arg-type]
+                if digest not in known and first.setdefault(digest, i) == i]
         vectors, kept = self._embed_readable([readable[i] for i in todo], skipped if skip_unreadable else None)
         todo = [todo[i] for i in kept]
         if not todo:
@@ -201,12 +201,12 @@ class ProductSearch:
                 raise ImageError(f"no readable photo of product {product_id!r}: {skipped[0][1]}" if skipped
                                  else f"no photos of product {product_id!r} given")
             renamed = self.catalog.rename(product_id, name) if name is not None else False
-            return Added(product_id, False, [known[d] for d in digests if d in known],  # type: ignore[index]
+            return Added(product_id, False, [known[d] for d in digests if d in known],
                          duplicates=len(readable), renamed=renamed, skipped=skipped)
         added = self.catalog.put(product_id, vectors, name=name, sources=[_source(readable[i]) for i in todo],
                                  digests=[digests[i] for i in todo], must_exist=must_exist, must_be_new=must_be_new)
         stored = dict(zip((digests[i] for i in todo), added.keys))
-        keys = [known.get(d) or stored[d] for d in digests if d in known or d in stored]  # type: ignore[arg-type]
+        keys = [known.get(d) or stored[d] for d in digests if d in known or d in stored]
         return dataclasses.replace(added, keys=keys, duplicates=len(keys) - len(added.new_keys), skipped=skipped)
 
     def _embed_readable(self, images: list, skipped: list | None) -> tuple[np.ndarray, list[int]]:
@@ -305,7 +305,7 @@ class ProductSearch:
     # --- looking up ----------------------------------------------------------------------
 
     @overload
-    def search(self, image: SingleImage, k: int = 5) -> list[Match]: ...
+    def search(self, image: SingleImage, k: int = 5) -> list[Match]: ...  # type: ignore[overload-overlap]
     @overload
     def search(self, image: Sequence[ImageInput], k: int = 5) -> list[list[Match]]: ...
 
@@ -317,7 +317,7 @@ class ProductSearch:
         return results[0] if single else results
 
     @overload
-    def identify(self, image: SingleImage) -> Match | None: ...
+    def identify(self, image: SingleImage) -> Match | None: ...  # type: ignore[overload-overlap]
     @overload
     def identify(self, image: Sequence[ImageInput]) -> list[Match | None]: ...
 
@@ -334,7 +334,7 @@ class ProductSearch:
         return [answer.match for answer in answers]
 
     @overload
-    def identification(self, image: SingleImage) -> Identification: ...
+    def identification(self, image: SingleImage) -> Identification: ...  # type: ignore[overload-overlap]
     @overload
     def identification(self, image: Sequence[ImageInput]) -> list[Identification]: ...
 

@@ -27,7 +27,7 @@ from snapmatch import (
     SnapmatchError,
 )
 from tests.model_factory import product_image
-from tests.sdk.test_product_search import KNOWN, UNKNOWN, folder, pid, search, search_template  # noqa: F401
+from tests.sdk.conftest import KNOWN, UNKNOWN, pid
 
 
 def test_the_same_photos_twice_are_stored_once(search, tmp_path):

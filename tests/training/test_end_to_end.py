@@ -90,7 +90,9 @@ def test_train_export_quantize_and_search_through_the_runtime(tmp_path):
     assert fp32.model_id != int8.model_id
     assert fp32.spec.training_split == int8.spec.training_split and fp32.spec.training_split["unseen"] == []
     parity = payload["parity"]
-    assert 0.0 <= parity["fp32"]["recall_at_1"] <= 1.0 and 0.0 <= parity["int8"]["recall_at_1"] <= 1.0
+    # The parity gate compared the two models on the same photos: int8 embeds them close to fp32.
+    assert parity["cosine_mean"] > 0.85, parity
+    assert abs(parity["fp32"]["recall_at_1"] - parity["int8"]["recall_at_1"]) <= 0.15
 
     # The PyTorch network and its ONNX export agree on real photos.
     from snapmatch.training.model import ModelConfig as Config, build_model as build

@@ -115,7 +115,7 @@ def view_base(folder: Path, info: BaseInfo, *, dim: int, dtype: str, expansion_s
         raise CatalogCorruptError(f"base index {path} cannot be opened ({exc})") from None
     if index is None:
         raise CatalogCorruptError(f"base index {path} is missing")
-    index.expansion_search = expansion_search  # not stored in the file
+    index.expansion_search = expansion_search  # type: ignore[misc]  # not stored in the file
     return index
 
 

@@ -91,7 +91,7 @@ def _images(folder: Path) -> list[Path]:
 
 
 def _read_list(list_file: Path, allow_unlabelled: bool) -> list[ImportItem]:
-    items = []
+    items: list[ImportItem] = []
     try:
         text = list_file.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:

@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import os
 import re
+import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,8 +106,9 @@ class Catalog:
         self._lock = WriterLock(folder / LOCK_FILE)
         self._write_mutex = threading.RLock()  # one write at a time inside the process
         self._read_mutex = threading.Lock()  # guards the reader connection and state refreshes
-        self._read: object = None
-        self._write: object = None
+        # The connections: set by open() (the writer's only for a writer), closed by close().
+        self._read: sqlite3.Connection
+        self._write: sqlite3.Connection
         self._closed = False
         self._fit_attempt: int | None = None  # change counter at the last fit that found too little to fit
 
@@ -283,7 +285,7 @@ class Catalog:
                     return
                 self._manifest_ino = ino
                 if self._state.base is not None:
-                    self._state.base.expansion_search = manifest.expansion_search
+                    self._state.base.expansion_search = manifest.expansion_search  # type: ignore[misc]  # a setter at run time
                 self._state = dataclasses.replace(self._state, manifest=manifest)
             self._seen_version = version
             keys, vectors = store.rows_after(self._read, self._max_seen, self._state.manifest.dim)
@@ -415,7 +417,7 @@ class Catalog:
                 new_keys = store.insert_images(conn, product_id, vectors[fresh], [sources[i] for i in fresh],
                                                [given[i] for i in fresh]) if fresh else []
             by_index = dict(zip(fresh, new_keys))
-            keys = [by_index[i] if i in by_index else stored.get(given[i]) or by_index[first[given[i]]]
+            keys = [by_index[i] if i in by_index else _earlier_key(given[i], stored, first, by_index)
                     for i in range(len(vectors))]
             self._refresh()
             if new_keys:
@@ -548,12 +550,12 @@ class Catalog:
             transform, info = current, manifest.adaptation
             refitting = manifest.adapt and (refit is True or damaged or (refit is None and self._refit_due(manifest)))
             if refitting:
-                if fitted is _NOT_FITTED:
-                    fitted = self._fit(manifest)
-                if fitted is None:
+                new = self._fit(manifest) if fitted is _NOT_FITTED else fitted
+                assert new is None or isinstance(new, Adaptation)
+                if new is None:
                     self._fit_attempt = store.changes(self._write)
-                if fitted is not None or info is not None:
-                    transform, info = fitted, None  # None: written below, with the base
+                if new is not None or info is not None:
+                    transform, info = new, None  # None: written below, with the base
             elif not manifest.adapt and info is not None:
                 transform = None  # adaptation was turned off
             new_metric = transform is not current or damaged
@@ -736,7 +738,7 @@ class Catalog:
         queries = adapted(self._state.adaptation, self._check_vectors(vectors))
         state = self._state
         if expansion_search is not None and state.base is not None:
-            state.base.expansion_search = int(expansion_search)
+            state.base.expansion_search = int(expansion_search)  # type: ignore[misc]  # a setter at run time
         view = SearchView(state.base, state.delta, state.tombstones, state.adaptation,
                           state.manifest.vector_dtype, self.threads, self.exact_below)
         total = len(state.base) if state.base is not None else 0
@@ -793,7 +795,7 @@ class Catalog:
             return
         self._closed = True
         with self._write_mutex:
-            for conn in (self._read, self._write):
+            for conn in (getattr(self, "_read", None), getattr(self, "_write", None)):
                 if conn is not None:
                     conn.close()
             self._lock.release()
@@ -816,6 +818,12 @@ def _decision_inputs(results: list[list[Match]], labels: list[str | None], produ
     right = np.array([bool(m) and m[0].product_id == label for m, label in zip(results, labels)])
     known = np.array([label is not None and label in products for label in labels])
     return scores, margins, right, known
+
+
+def _earlier_key(digest: str | None, stored: dict[str, int], first: dict[str, int], by_index: dict[int, int]) -> int:
+    """The key of a photo skipped as a duplicate: stored before this call, or earlier in it."""
+    assert digest is not None  # only photos with a digest are skipped
+    return stored[digest] if digest in stored else by_index[first[digest]]
 
 
 def check_product_id(product_id: str) -> str:

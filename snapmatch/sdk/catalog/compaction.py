@@ -64,6 +64,7 @@ def build_next_base(
         for keys, vectors in store.iter_rows_upto(conn, high, manifest.dim):
             index.add(keys.astype(np.uint64), adapted(vectors), threads=base_index.BUILD_THREADS)
     else:  # patch a private copy of the current base: cost follows the change, not the catalog
+        assert old is not None  # `full` covers a catalog without a base
         index = base_index.load_for_update(folder, old)
         in_base = tombstones[tombstones <= old.max_key]
         if len(in_base):

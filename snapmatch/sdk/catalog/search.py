@@ -75,7 +75,7 @@ def search_products(view: SearchView, queries: np.ndarray, k: int, lookup: Looku
 def search_base(view: SearchView, queries: np.ndarray, fetch: int, base_count: int) -> tuple[np.ndarray, np.ndarray]:
     """Keys (-1: none) and scores (-inf: none) of up to `fetch` base vectors per query, from the index as it ranks them."""
     count = min(fetch, base_count)
-    if count == 0:
+    if count == 0 or view.base is None:
         empty = np.zeros((len(queries), 0))
         return empty.astype(np.int64), empty.astype(np.float32)
     found = view.base.search(queries, count, threads=view.threads, exact=base_count <= view.exact_below)
@@ -88,7 +88,7 @@ def search_base(view: SearchView, queries: np.ndarray, fetch: int, base_count: i
     return keys, scores
 
 
-def exact_scores(keys: np.ndarray, approximate: np.ndarray, rows: dict, queries: np.ndarray,
+def exact_scores(keys: np.ndarray, approximate: np.ndarray, rows: Mapping[int, ImageRow], queries: np.ndarray,
                   adaptation: Adaptation | None) -> np.ndarray:
     """Cosine of each (adapted) query with its candidates' stored vectors under the metric; -inf where a key is gone."""
     exact = np.full(approximate.shape, -np.inf, dtype=np.float32)
@@ -96,7 +96,7 @@ def exact_scores(keys: np.ndarray, approximate: np.ndarray, rows: dict, queries:
              if int(keys[r, c]) in rows and np.isfinite(approximate[r, c])]
     if not cells:
         return exact
-    stored = np.stack([np.frombuffer(rows[int(keys[r, c])].vector, dtype=np.float32) for r, c in cells])
+    stored = np.stack([np.frombuffer(rows[int(keys[r, c])].vector or b"", dtype=np.float32) for r, c in cells])
     stored = adapted(adaptation, stored)
     for (r, c), vector in zip(cells, stored):
         exact[r, c] = float(vector @ queries[r])
@@ -116,7 +116,7 @@ def with_margins(matches: list[Match]) -> list[Match]:
             for i, match in enumerate(matches)]
 
 
-def group_by_product(keys: np.ndarray, scores: np.ndarray, rows: dict, k: int) -> list[Match]:
+def group_by_product(keys: np.ndarray, scores: np.ndarray, rows: Mapping[int, ImageRow], k: int) -> list[Match]:
     """One Match per product (its best image), best first; keys not in `rows` were removed."""
     order = np.argsort(-scores, kind="stable")
     seen: dict[str, Match] = {}

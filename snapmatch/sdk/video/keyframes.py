@@ -31,7 +31,7 @@ import numpy as np
 
 from snapmatch.sdk.errors import InvalidArgumentError, NoUsableFramesError
 from snapmatch.sdk.model.embedder import Embedder
-from snapmatch.sdk.video.frames import FileSource
+from snapmatch.sdk.video.sources import FileSource
 
 SHARPNESS_WIDTH = 320  # frames are scaled to this width before measuring, so any resolution compares alike
 MAX_ANALYSED = 600  # a longer video is sampled evenly down to this many frames

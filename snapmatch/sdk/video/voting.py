@@ -73,11 +73,11 @@ class Voter:
         leader = self._leader(wins)
         current = self.current.product_id if self.current else None
         if leader is not None and leader != current and wins[leader][0] >= self.config.min_votes:
-            if current is not None:
+            if self.current is not None:
                 events.append(self._event("gone", self.current, wins, frame_index, timestamp))
             self.current = self._latest(leader)
             events.append(self._event("appeared", self.current, wins, frame_index, timestamp))
-        elif current is not None and wins.get(current, (0, 0.0))[0] < self.config.keep_votes:
+        elif self.current is not None and wins.get(self.current.product_id, (0, 0.0))[0] < self.config.keep_votes:
             events.append(self._event("gone", self.current, wins, frame_index, timestamp))
             self.current = None
         return events

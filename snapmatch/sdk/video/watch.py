@@ -23,7 +23,8 @@ import numpy as np
 from snapmatch.sdk.catalog.calibration import DecisionRule
 from snapmatch.sdk.errors import InvalidArgumentError, RegionError, VideoSourceError
 from snapmatch.sdk.types import Match
-from snapmatch.sdk.video.frames import Backoff, Frame, FrameReader, open_source
+from snapmatch.sdk.video.frames import FrameReader
+from snapmatch.sdk.video.sources import Backoff, Frame, open_source
 from snapmatch.sdk.video.motion import MotionGate
 from snapmatch.sdk.video.voting import Voter, VotingConfig, WatchEvent
 

@@ -226,7 +226,7 @@ def test_a_catalog_of_one_photo_products_falls_back_and_still_works(tmp_path, gr
 def test_real_photos_adapt_self_calibrate_and_the_margin_rule_reaches_its_precision(tmp_path, grocery_vectors):
     photos, vectors, labels = grocery_vectors
     products = np.unique(labels)
-    known, unknown = products[:30], products[30:]
+    known = products[:30]  # the other products stay out of the catalog: their photos must be rejected
     in_catalog = np.zeros(len(labels), dtype=bool)
     for product in known:
         in_catalog[np.flatnonzero(labels == product)[:3]] = True  # 3 photos per product in the catalog

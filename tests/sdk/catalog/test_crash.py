@@ -474,7 +474,6 @@ def test_sigkill_during_compaction_of_a_large_base(tmp_path):
     elapsed = time.monotonic() - started
     with Catalog.open(folder, readonly=True) as catalog:
         stats = catalog.stats()
-        refits = catalog.manifest.adaptation is not None
     report(
         tmp_path,
         f"crash test (compaction): {kills} kills, {len(failures)} failures ({elapsed:.1f}s; full compaction "

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 import tracemalloc
 from pathlib import Path
 
@@ -235,13 +234,16 @@ def png_bomb_bytes() -> bytes:
     return png_bomb(20000, 20000)  # 400 Mpixel: 1.2 GB as BGR, ~50 KB on disk
 
 
-def test_png_bomb_is_refused_from_its_header(tmp_path, png_bomb_bytes):
+def test_png_bomb_is_refused_from_its_header(tmp_path, png_bomb_bytes, monkeypatch):
     assert len(png_bomb_bytes) < 100_000
     path = write(tmp_path / "bomb.png", png_bomb_bytes)
-    start = time.perf_counter()
+
+    def never(*args, **kwargs):
+        raise AssertionError("the decoder ran: the header alone should have refused the image")
+
+    monkeypatch.setattr(cv2, "imdecode", never)
     with pytest.raises(ImageTooLargeError) as info:
         decode(path)
-    assert time.perf_counter() - start < 1.0
     message = str(info.value)
     assert str(path) in message and "20000x20000" in message and "400,000,000" in message
     with pytest.raises(ImageTooLargeError):
@@ -255,10 +257,6 @@ def test_max_pixels_boundary(photo):
         decode(data, max_pixels=4799)
     with pytest.raises(ImageTooLargeError):
         preprocess(data, InputSpec(32, 32), max_pixels=4799)
-
-
-def test_max_pixels_default_is_50_megapixels():
-    assert MAX_PIXELS == 50_000_000
 
 
 # Run in a fresh interpreter: peak RSS there is not inflated by other tests, and
@@ -309,7 +307,6 @@ def test_png_bomb_allocates_nothing(tmp_path, png_bomb_bytes, order):
     result = decode_in_fresh_process(write(tmp_path / "bomb.png", png_bomb_bytes), order)
     assert result["error"] == "ImageTooLargeError", result
     assert result["rss_growth_mb"] < 50, result  # decoding would take 1.2 GB (400 MB even as gray)
-    assert result["seconds"] < 1.0, result
 
 
 def test_jpeg_bomb_behind_large_app_segments(tmp_path):
