@@ -28,6 +28,7 @@ from snapmatch.sdk.catalog.adaptation import Adaptation
 from snapmatch.sdk.catalog.calibration import CalibrationReport, DecisionRule, fit_rule, guard_calibration
 from snapmatch.sdk.catalog.calibration import report as calibration_report
 from snapmatch.sdk.catalog.delta import Delta, DeltaSnapshot
+from snapmatch.sdk.catalog.dense import DenseIndex, DenseSnapshot
 from snapmatch.sdk.catalog.lock import WriterLock
 from snapmatch.sdk.catalog.manifest import (
     Manifest,
@@ -111,6 +112,10 @@ class Catalog:
         self._write: sqlite3.Connection
         self._closed = False
         self._fit_attempt: int | None = None  # change counter at the last fit that found too little to fit
+        # The in-memory exact index of a small catalog (dense.py), built at its first search, and
+        # what it was synced to: (generation, data_version, changes counter).
+        self._dense: DenseIndex | None = None
+        self._dense_synced: tuple[int, int, int] | None = None
 
     # --- opening -------------------------------------------------------------------
 
@@ -346,7 +351,9 @@ class Catalog:
         info = manifest.adaptation
         if info is None:
             reason = ("turned off (catalog tune --adapt turns it on)" if not manifest.adapt else
-                      f"not enough photos yet: it needs {adapt.MIN_PRODUCTS} products with two or more photos")
+                      f"not fitted yet: it needs {adapt.MIN_PRODUCTS} products with two or more photos and "
+                      f"{adapt.MIN_RESIDUALS} photos beyond each product's first, and is tried again every "
+                      f"{REFIT_MIN_CHANGES} images added or removed (catalog compact --refit tries now)")
             return {"in_force": False, "enabled": manifest.adapt, "reason": reason}
         return {"in_force": True, "enabled": manifest.adapt, "file": info.file, "products": info.products,
                 "images": info.images, "shrinkage": info.shrinkage}
@@ -718,6 +725,9 @@ class Catalog:
         self._refresh()
         state = self._state
         queries = adapted(state.adaptation, raw)
+        dense = self._dense_view(state)
+        if dense is not None:
+            return [with_margins(matches)[:k] for matches in dense.search(queries, max(k, 2))]
         view = SearchView(state.base, state.delta, state.tombstones, state.adaptation,
                           state.manifest.vector_dtype, self.threads, self.exact_below)
         found = search_products(view, queries, max(k, 2), self._lookup)
@@ -748,6 +758,33 @@ class Catalog:
             order = np.argsort(-scores, axis=1, kind="stable")
             keys, scores = np.take_along_axis(keys, order, 1), np.take_along_axis(scores, order, 1)
         return keys[:, :count], scores[:, :count]
+
+    def _dense_view(self, state: _State) -> DenseSnapshot | None:
+        """The exact in-memory index when the catalog is small and stores float32 (else None: base + delta)."""
+        manifest = state.manifest
+        size = (len(state.base) if state.base is not None else 0) + len(state.delta)
+        if manifest.vector_dtype != "f32" or size > self.exact_below:
+            self._dense = self._dense_synced = None
+            return None
+        with self._read_mutex:
+            version, conn = self._seen_version, self._read
+            synced = self._dense_synced
+            if self._dense is not None and synced is not None and synced[:2] == (manifest.generation, version):
+                return self._dense.snapshot
+            changes = store.changes(conn)
+            if self._dense is None or synced is None or synced[0] != manifest.generation:
+                dense = DenseIndex(manifest.dim)  # a new base: a new metric may be in force
+            else:
+                dense = self._dense
+            before = dense.max_key
+            keys, products, vectors = store.labelled_rows_after(conn, before, manifest.dim)
+            if len(keys):
+                dense.append(keys, products, adapted(state.adaptation, vectors))
+            if synced is not None and dense is self._dense and changes != synced[2] + len(keys):
+                dense.keep_only(store.live_keys(conn))  # something was removed since the last sync
+            dense.set_names(store.product_names(conn))
+            self._dense, self._dense_synced = dense, (manifest.generation, version, changes)
+            return dense.snapshot
 
     def _lookup(self, keys: np.ndarray, vectors: bool) -> dict:
         with self._read_mutex:

@@ -263,6 +263,23 @@ def iter_rows_upto(conn: sqlite3.Connection, key: int, dim: int, chunk: int = 65
         yield keys, vectors
 
 
+def labelled_rows_after(conn: sqlite3.Connection, key: int, dim: int) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Keys, product ids and vectors of the live images with a key above `key`, in key order."""
+    rows = conn.execute("SELECT key, vector, product_id FROM images WHERE key > ? ORDER BY key", (key,)).fetchall()
+    keys, vectors = _unpack(rows, dim)
+    return keys, [row[2] for row in rows], vectors
+
+
+def live_keys(conn: sqlite3.Connection) -> np.ndarray:
+    """Every live image key, ascending."""
+    rows = conn.execute("SELECT key FROM images ORDER BY key").fetchall()
+    return np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+
+
+def product_names(conn: sqlite3.Connection) -> dict[str, str]:
+    return dict(conn.execute("SELECT id, name FROM products").fetchall())
+
+
 def _unpack(rows: list, dim: int) -> tuple[np.ndarray, np.ndarray]:
     keys = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
     if not rows:

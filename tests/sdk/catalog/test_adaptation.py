@@ -215,11 +215,11 @@ def test_a_catalog_of_one_photo_products_falls_back_and_still_works(tmp_path, gr
         for index, path in enumerate(firsts):
             search.add_product(f"p{index}", [path])
         status = search.catalog.adaptation_status()
-        assert status["in_force"] is False and "not enough photos" in status["reason"]
+        assert status["in_force"] is False and "not fitted yet" in status["reason"]
         assert search.search(firsts[3], k=1)[0].product_id == "p3"
         assert search.catalog.manifest.threshold_source == "model card"
     text = CliRunner().invoke(cli, ["catalog", "info", str(tmp_path / "c")]).stdout
-    assert "adaptation        none: not enough photos yet" in text
+    assert "adaptation        none: not fitted yet" in text
 
 
 @needs_grocery

@@ -1,0 +1,130 @@
+"""Exact search of a small catalog: one matrix product, products as integer codes in memory.
+
+A catalog searched exactly (up to `Catalog.exact_below` images, 20,000 by
+default: 46 MB of float32 at 576-d) keeps every live image vector, under the
+catalog's metric, in one matrix beside an integer product code per row. A
+query is one matrix-vector product; grouping by product and the names come
+from arrays, so neither usearch nor SQLite is on the hot path, and a catalog
+of many photos per product costs what one of one photo per product costs, at
+the same number of vectors. The writer's changes reach it incrementally:
+new rows are appended, removed ones get code -1 (see Catalog._dense_view).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from snapmatch.sdk.types import Match
+
+REMOVED = -1
+
+
+@dataclass(frozen=True)
+class DenseSnapshot:
+    """An immutable view that a search can use while the writer appends (as DeltaSnapshot)."""
+
+    keys: np.ndarray  # int64 [n], ascending
+    vectors: np.ndarray  # float32 [n, dim], under the catalog's metric
+    codes: np.ndarray  # int32 [n]: index into products, REMOVED for an image no longer live
+    products: tuple[str, ...]
+    names: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def search(self, queries: np.ndarray, k: int) -> list[list[Match]]:
+        """Per query, up to k products, best first, each with its best image (exact cosine)."""
+        n = len(self.keys)
+        if n == 0:
+            return [[] for _ in queries]
+        scores = queries @ self.vectors.T
+        return [self._products(row, k) for row in scores]
+
+    def _products(self, scores: np.ndarray, k: int) -> list[Match]:
+        n = len(scores)
+        fetch = min(n, max(4 * k, 16))
+        while True:
+            top = np.argpartition(-scores, fetch - 1)[:fetch] if fetch < n else np.arange(n)
+            top = top[np.argsort(-scores[top], kind="stable")]
+            found: dict[int, Match] = {}
+            for row in top:
+                code = int(self.codes[row])
+                if code == REMOVED or code in found:
+                    continue
+                found[code] = Match(self.products[code], self.names[code], float(scores[row]), int(self.keys[row]))
+                if len(found) == k:
+                    return list(found.values())
+            if fetch == n:
+                return list(found.values())
+            fetch = min(n, fetch * 4)
+
+
+class DenseIndex:
+    """The writer-side builder of DenseSnapshot: append rows, mark removals, rename products."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self._keys = np.zeros(0, dtype=np.int64)
+        self._vectors = np.zeros((0, dim), dtype=np.float32)
+        self._codes = np.zeros(0, dtype=np.int32)
+        self._size = 0
+        self._code_of: dict[str, int] = {}
+        self._products: list[str] = []
+        self._names: list[str] = []
+        self.snapshot = self._publish()
+
+    @property
+    def max_key(self) -> int:
+        return int(self._keys[self._size - 1]) if self._size else 0
+
+    @property
+    def live(self) -> int:
+        return int(np.count_nonzero(self._codes[: self._size] != REMOVED))
+
+    def append(self, keys: np.ndarray, product_ids: list[str], vectors: np.ndarray) -> None:
+        """Add rows with keys above every key held (the caller serialises writes)."""
+        new = self._size + len(keys)
+        if new > len(self._keys):
+            capacity = max(new, 2 * len(self._keys), 256)
+            self._keys = _grown(self._keys, capacity, self._size)
+            self._vectors = _grown(self._vectors, capacity, self._size)
+            self._codes = _grown(self._codes, capacity, self._size)
+        self._keys[self._size:new] = keys
+        self._vectors[self._size:new] = vectors
+        self._codes[self._size:new] = [self._code(product_id) for product_id in product_ids]
+        self._size = new
+        self.snapshot = self._publish()
+
+    def keep_only(self, live_keys: np.ndarray) -> None:
+        """Mark every row whose key is not in `live_keys` removed (copy on write: snapshots stay as they were)."""
+        codes = self._codes.copy()
+        dead = ~np.isin(self._keys[: self._size], live_keys)
+        codes[: self._size][dead] = REMOVED
+        self._codes = codes
+        self.snapshot = self._publish()
+
+    def set_names(self, names: dict[str, str]) -> None:
+        """The products' current names (a rename, or a product that came back under the same id)."""
+        self._names = [names.get(product_id, old) for product_id, old in zip(self._products, self._names)]
+        self.snapshot = self._publish()
+
+    def _code(self, product_id: str) -> int:
+        code = self._code_of.get(product_id)
+        if code is None:
+            code = self._code_of[product_id] = len(self._products)
+            self._products.append(product_id)
+            self._names.append("")
+        return code
+
+    def _publish(self) -> DenseSnapshot:
+        n = self._size
+        return DenseSnapshot(self._keys[:n], self._vectors[:n], self._codes[:n], tuple(self._products),
+                             tuple(self._names))
+
+
+def _grown(array: np.ndarray, capacity: int, size: int) -> np.ndarray:
+    grown = np.zeros((capacity, *array.shape[1:]), dtype=array.dtype)
+    grown[:size] = array[:size]
+    return grown
