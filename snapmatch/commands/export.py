@@ -24,24 +24,29 @@ from snapmatch.commands.output import emit_json, json_option, require_train_extr
 @click.option("--image-size", type=click.IntRange(min=32), default=None,
               help="Export at this input size instead of the one the run trained at (the network is "
                    "convolutional; measure the result with `snapmatch evaluate`).")
+@click.option("--force-int8", is_flag=True,
+              help="Write model-int8.onnx even when it fails the int8 gate (Recall@1 within 1 point of fp32, "
+                   "MAP@R within 2, at least 1.2x faster).")
 @click.option("--ship", "ship_name", default=None,
               help="Also evaluate and install the result as snapmatch/models/NAME.onnx with its model card "
-                   "(int8 when its Recall@1 is within 1 point of fp32, else fp32).")
+                   "(int8 when it passes the int8 gate, else fp32).")
 @click.option("--p2-model", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="With --ship: the same recipe trained with products held out, for protocol P2.")
 @click.option("--baseline", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="With --ship: the ImageNet-features model, evaluated beside for the model card.")
 @json_option
 def export(checkpoint: Path, out: Path | None, int8: bool, data: Path | None, calibration_photos: int,
-           threshold_precision: float, image_size: int | None, ship_name: str | None, p2_model: Path | None,
-           baseline: Path | None, as_json: bool) -> None:
+           threshold_precision: float, image_size: int | None, force_int8: bool, ship_name: str | None,
+           p2_model: Path | None, baseline: Path | None, as_json: bool) -> None:
     """Export a checkpoint to a snapmatch ONNX model (preprocessing inside, metadata, default threshold).
 
     Writes OUT/model.onnx; with --int8 also model-int8.onnx (static QDQ U8S8,
     calibrated on training photos through the runtime's preprocess) and
     parity.json / parity.md: Recall@1, MAP@R, neighbour agreement, cosine,
-    latency and size, fp32 vs int8. Files appear only once complete: a failed
-    or killed export leaves no model behind.
+    latency and size, fp32 vs int8. The int8 model is written only when it
+    passes the gate (as accurate, and faster: see --force-int8); otherwise the
+    report says why and the exit code is 3. Files appear only once complete:
+    a failed or killed export leaves no model behind.
 
     \b
     snapmatch export runs/mine/last.pt --int8
@@ -52,7 +57,8 @@ def export(checkpoint: Path, out: Path | None, int8: bool, data: Path | None, ca
     out = out or checkpoint.parent
     steps = (lambda step: click.echo(step, err=True)) if not as_json else (lambda step: None)
     result = export_checkpoint(checkpoint, out, data=data, int8=int8, calibration_photos=calibration_photos,
-                               threshold_precision=threshold_precision, image_size=image_size, on_step=steps)
+                               threshold_precision=threshold_precision, image_size=image_size,
+                               force_int8=force_int8, on_step=steps)
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
     payload = result.to_dict()
@@ -61,13 +67,18 @@ def export(checkpoint: Path, out: Path | None, int8: bool, data: Path | None, ca
                                          baseline=baseline, threshold_precision=threshold_precision))
     if as_json:
         emit_json(payload)
-        return
-    for path in (result.fp32, result.int8):
-        if path is not None:
-            threshold = result.default_threshold.get(path.name)
-            click.echo(f"wrote {path}" + (f" (default threshold {threshold:.4f})" if threshold is not None else ""))
-    if result.parity:
-        click.echo(f"parity report: {out / 'parity.md'}")
-        click.echo((out / "parity.md").read_text())
-    if ship_name:
-        click.echo(f"shipped: {payload['model_card']}")
+    else:
+        for path in (result.fp32, result.int8):
+            if path is not None:
+                threshold = result.default_threshold.get(path.name)
+                click.echo(f"wrote {path}" + (f" (default threshold {threshold:.4f})" if threshold is not None else ""))
+        if result.parity:
+            click.echo(f"parity report: {out / 'parity.md'}")
+            click.echo((out / "parity.md").read_text())
+        if ship_name:
+            click.echo(f"shipped: {payload['model_card']}")
+    if result.int8_refused:
+        from snapmatch.cli import PartialSuccess
+
+        kept = "written anyway (--force-int8)" if force_int8 else "not written"
+        raise PartialSuccess(f"int8 model {kept}: it fails the gate: {'; '.join(result.int8_refused)}")

@@ -127,4 +127,35 @@ def format_report(report: dict) -> str:
         f"latency: inference of one preprocessed image, median of {report['latency_runs']} runs after warm-up. "
         f"Models: `{fp32['model_id']}` (fp32), `{int8['model_id']}` (int8)."
     )
+    gate = report.get("int8_gate")
+    if gate is not None:
+        verdict = "passed" if gate["passed"] else "failed: " + "; ".join(gate["reasons"])
+        lines.append(f"\nint8 gate (Recall@1 within {MAX_RECALL_DROP:g}, MAP@R within {MAX_MAP_DROP:g}, at least "
+                     f"{MIN_SPEEDUP:g}x faster): {verdict}" + (" (written anyway: --force-int8)" if gate["forced"] else ""))
     return "\n".join(lines)
+
+
+# The int8 gate: "int8 where int8 is faster and as accurate". Accuracy is measured on the run's own
+# query photos (exact search, so the index plays no part); speed in the same process, interleaved.
+MAX_RECALL_DROP = 0.01  # Recall@1, absolute
+MAX_MAP_DROP = 0.02  # MAP@R, absolute
+MIN_SPEEDUP = 1.2  # fp32 latency / int8 latency at the report's thread count
+
+
+def int8_verdict(report: dict) -> list[str]:
+    """Why the int8 model fails the gate (empty: it passes)."""
+    fp32, int8 = report["fp32"], report["int8"]
+    reasons = []
+    drop = fp32["recall_at_1"] - int8["recall_at_1"]
+    if drop > MAX_RECALL_DROP + 1e-9:
+        reasons.append(f"Recall@1 {int8['recall_at_1']:.3f} is {drop:.3f} below fp32's {fp32['recall_at_1']:.3f} "
+                       f"(at most {MAX_RECALL_DROP:g})")
+    map_drop = fp32["map_at_r"] - int8["map_at_r"]
+    if map_drop > MAX_MAP_DROP + 1e-9:
+        reasons.append(f"MAP@R {int8['map_at_r']:.3f} is {map_drop:.3f} below fp32's {fp32['map_at_r']:.3f} "
+                       f"(at most {MAX_MAP_DROP:g})")
+    speedup = fp32["latency_ms_median"] / int8["latency_ms_median"]
+    if speedup < MIN_SPEEDUP:
+        reasons.append(f"int8 is only {speedup:.2f}x as fast as fp32 ({int8['latency_ms_median']:.2f} vs "
+                       f"{fp32['latency_ms_median']:.2f} ms; at least {MIN_SPEEDUP:g}x)")
+    return reasons

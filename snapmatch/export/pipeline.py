@@ -41,10 +41,12 @@ class ExportResult:
     parity: dict | None = None
     default_threshold: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    int8_refused: list[str] = field(default_factory=list)  # why the int8 model failed the gate (then not written)
 
     def to_dict(self) -> dict:
         return {"fp32": str(self.fp32), "int8": str(self.int8) if self.int8 else None, "parity": self.parity,
-                "default_threshold": self.default_threshold, "warnings": self.warnings}
+                "int8_refused": self.int8_refused, "default_threshold": self.default_threshold,
+                "warnings": self.warnings}
 
 
 def run_dataset(state: dict, data: str | os.PathLike | None) -> tuple[Dataset, Split]:
@@ -70,9 +72,14 @@ def export_checkpoint(
     calibration_photos: int = CALIBRATION_PHOTOS,
     threshold_precision: float = 0.95,
     image_size: int | None = None,
+    force_int8: bool = False,
     on_step: Callable[[str], None] = lambda step: None,
 ) -> ExportResult:
-    """OUT/model.onnx (and with int8 OUT/model-int8.onnx, parity.json, parity.md), each complete or absent."""
+    """OUT/model.onnx (and with int8 OUT/model-int8.onnx, parity.json, parity.md), each complete or absent.
+
+    The int8 model is written only when it passes the gate (parity.int8_verdict:
+    as accurate and faster); otherwise `int8_refused` says why (force_int8 writes it anyway).
+    """
     from snapmatch.training.checkpoint import load_checkpoint
 
     state = load_checkpoint(checkpoint)
@@ -99,8 +106,16 @@ def export_checkpoint(
             on_step("measuring int8 against fp32")
             result.parity = parity_report(fp32, result.int8, gallery=[(p.path, p.product) for p in catalog],
                                           queries=[(p.path, p.product) for p in queries], threads=1)
+            from snapmatch.export.parity import int8_verdict
+
+            result.int8_refused = int8_verdict(result.parity)
+            result.parity["int8_gate"] = {"passed": not result.int8_refused, "reasons": result.int8_refused,
+                                          "forced": bool(result.int8_refused and force_int8)}
             (staging / "parity.json").write_text(json.dumps(result.parity, indent=2))
             (staging / "parity.md").write_text(format_report(result.parity) + "\n")
+            if result.int8_refused and not force_int8:
+                staged.remove(result.int8)
+                (staging / "model-int8.onnx").unlink()
         for path in staged:
             on_step(f"calibrating {path.name}'s default threshold")
             try:
@@ -197,8 +212,8 @@ def ship(
     dataset, split = run_dataset(state, data)
     parity = result.parity
     chosen = result.fp32
-    if parity and result.int8 and parity["fp32"]["recall_at_1"] - parity["int8"]["recall_at_1"] <= 0.01:
-        chosen = result.int8
+    if parity and result.int8 and not result.int8_refused:
+        chosen = result.int8  # it passed the gate: as accurate and faster
     protocols = ("P1", "FEW", "P3", "OPEN") + (("P2",) if p2_model else ())
     evaluation = {"model": evaluate(chosen, dataset, split=split, protocols=protocols, p2_model=p2_model,
                                     target_precision=threshold_precision, threads=1, adapt=True)}
@@ -216,8 +231,12 @@ def ship(
         "--baseline runs/imagenet/model.onnx",
     ]
     why = "int8" if chosen != result.fp32 else "fp32"
-    notes = [f"shipped {why}: int8 P1 Recall@1 "
-             + (f"{parity['int8']['recall_at_1']:.3f} vs fp32 {parity['fp32']['recall_at_1']:.3f} "
-                "(ships int8 only within 1 point)" if parity else "not measured")]
+    speed = (parity["fp32"]["latency_ms_median"] / parity["int8"]["latency_ms_median"]) if parity else None
+    notes = [f"shipped {why}: int8 Recall@1 "
+             + (f"{parity['int8']['recall_at_1']:.3f} vs fp32 {parity['fp32']['recall_at_1']:.3f}, MAP@R "
+                f"{parity['int8']['map_at_r']:.3f} vs {parity['fp32']['map_at_r']:.3f}, {speed:.2f}x as fast "
+                "(ships int8 only when it passes the gate: Recall@1 within 1 point, MAP@R within 2, at least "
+                "1.2x faster)" + (f"; refused: {'; '.join(result.int8_refused)}" if result.int8_refused else "")
+                if parity else "not measured")]
     return ship_model(Path(chosen), models_dir or MODELS_DIR, name=name, recipe=recipe, commands=commands,
                       evaluation=evaluation, parity=parity, notes=notes)

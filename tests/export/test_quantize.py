@@ -225,3 +225,18 @@ def test_mobilenet_int8_with_the_default_recipe_keeps_its_embeddings(tmp_path):
     # The default recipe measured ~0.96 mean on val photos; onnxruntime's plain
     # recipe (everything int8) ~0.74, which this bound rejects.
     assert cosines.mean() >= MOBILENET_MEAN_COSINE_TOLERANCE, cosines
+
+
+def test_the_int8_gate_wants_it_as_accurate_and_faster():
+    from snapmatch.export.parity import int8_verdict
+
+    def report(r1, mapr, ms):
+        return {"fp32": {"recall_at_1": 0.80, "map_at_r": 0.50, "latency_ms_median": 3.0},
+                "int8": {"recall_at_1": r1, "map_at_r": mapr, "latency_ms_median": ms}}
+
+    assert int8_verdict(report(0.795, 0.49, 1.8)) == []
+    assert int8_verdict(report(0.81, 0.52, 1.0)) == []  # better is fine
+    (slow,) = int8_verdict(report(0.80, 0.50, 2.9))
+    assert "only 1.03x as fast" in slow
+    reasons = int8_verdict(report(0.78, 0.47, 1.5))
+    assert len(reasons) == 2 and "Recall@1 0.780 is 0.020 below" in reasons[0] and "MAP@R" in reasons[1]
