@@ -217,3 +217,32 @@ def open_time(sizes, dim, out, folder, repeats, vector_dtype, expansion_add, ima
     else:
         click.echo(profiler.format_table(payload["results"]))
         click.echo(f"\nresults: {out / profiler.RESULT_FILE}")
+
+
+@click.command("search-shape")
+@click.option("--products", type=click.IntRange(min=2), default=81, show_default=True)
+@click.option("--photos", "photos", default="1,33", show_default=True, callback=positive_ints,
+              help="Photos per product of each catalog compared, comma-separated (the first is the baseline).")
+@click.option("--dim", type=click.IntRange(min=2), default=576, show_default=True)
+@click.option("-k", "--top-k", "k", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--repeats", type=click.IntRange(min=10), default=200, show_default=True)
+@click.option("--no-compact", is_flag=True, help="Leave every vector in the delta instead of a base.")
+@click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True)
+@json_option
+def search_shape(products, photos, dim, k, repeats, no_compact, threads, as_json) -> None:
+    """Search cost of catalogs with the same products and more photos each (vectors only, no model).
+
+    \b
+    snapmatch benchmark search-shape --products 81 --photos 1,33
+    """
+    from snapmatch.benchmarks.search_shape import measure
+
+    result = measure(products, tuple(photos), dim=dim, k=k, repeats=repeats, compact=not no_compact, threads=threads)
+    if as_json:
+        emit_json({**_header(_invocation()), **result})
+        return
+    click.echo(f"{products} products, {dim}-d, search k={k}, {repeats} interleaved rounds, {threads or 'all'} thread(s)")
+    for shape in result["shapes"]:
+        ms = shape["search_ms"]
+        click.echo(f"  {shape['photos_per_product']:>4} photo(s) per product ({shape['vectors']:>6} vectors): "
+                   f"median {ms['median']:.3f} ms, p99 {ms['p99']:.3f} ms, {shape['ratio_to_first']:.2f}x")

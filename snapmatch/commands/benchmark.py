@@ -16,6 +16,7 @@ BENCHMARKS = {
     "scale": ("snapmatch.commands.bench_scale:scale", "Build, open, search, add and compact synthetic catalogs of growing size."),
     "memory": ("snapmatch.commands.bench_scale:memory", "Peak resident memory of a process serving a large catalog."),
     "open-time": ("snapmatch.commands.bench_scale:open_time", "Time to open catalogs of growing size, each in a fresh process."),
+    "search-shape": ("snapmatch.commands.bench_scale:search_shape", "Search cost of one photo per product vs many photos per product."),
     "watch": ("snapmatch.commands.bench_watch:watch", "Sustained lookups/s of `watch` and the delay before a product is named."),
 }
 

@@ -17,6 +17,8 @@ from snapmatch.sdk.catalog.catalog import Catalog, check_product_id
 from snapmatch.sdk.catalog.manifest import manifest_path, read_manifest
 from snapmatch.sdk.errors import (
     CalibrationWarning,
+    CatalogCorruptError,
+    CatalogError,
     CatalogExistsError,
     ImageError,
     InvalidArgumentError,
@@ -99,6 +101,7 @@ class ProductSearch:
         catalog = Catalog.create(
             folder,
             model_id=spec.model_id,
+            model_sha256=file_sha256(folder / "model.onnx"),
             dim=spec.embedding_dim,
             vector_dtype=vector_dtype,
             threshold=spec.default_threshold if spec.default_threshold is not None else 0.5,
@@ -128,6 +131,8 @@ class ProductSearch:
         """
         folder = Path(folder)
         manifest = read_manifest(folder)
+        if model is None:
+            _check_model_copy(folder, manifest)
         embedder = Embedder(model if model is not None else _catalog_model(folder, manifest.model_id), threads=threads)
         if embedder.model_id != manifest.model_id:
             raise ModelMismatchError(
@@ -422,6 +427,25 @@ class ProductSearch:
 
     def __repr__(self) -> str:
         return f"ProductSearch({str(self.folder)!r}, model_id={self.model_id!r})"
+
+
+def _check_model_copy(folder: Path, manifest) -> None:
+    """The catalog's model copy is the one it was built with, bit for bit (a flipped bit changes every answer)."""
+    own = folder / manifest.model_file
+    if not manifest.model_sha256 or not own.is_file():
+        return  # a catalog written before the hash was recorded, or one that uses an installed model
+    try:
+        digest = file_sha256(own)
+    except OSError as exc:
+        raise CatalogError(f"{own} could not be read ({exc.strerror or exc})") from None
+    if digest != manifest.model_sha256:
+        try:
+            if Embedder(own, threads=1).model_id != manifest.model_id:
+                return  # another model put in its place: open() says which two differ
+        except ModelError:
+            pass
+        raise CatalogCorruptError(f"{own} is damaged: its SHA-256 is not the one the catalog recorded; copy the "
+                                  "model the catalog was built with back (catalog info shows its id)")
 
 
 def _catalog_model(folder: Path, model_id: str) -> Path:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from snapmatch.sdk.catalog._usearch import Index, usearch
 from snapmatch.sdk.catalog.manifest import BaseInfo
-from snapmatch.sdk.errors import CatalogCorruptError
+from snapmatch.sdk.errors import CatalogCorruptError, CatalogError
 from snapmatch.sdk.fsutil import fsync_dir, fsync_file
 
 # Graph degree of new catalogs. Measured on 100k vectors shaped like real embeddings (docs/BENCHMARKS.md):
@@ -50,10 +50,15 @@ def write_base(folder: Path, index: Index, *, generation: int, max_key: int) -> 
     name = base_filename(generation)
     final = folder / name
     tmp = folder / f".{name}.{os.getpid()}.tmp"
-    index.save(str(tmp))
-    fsync_file(tmp)
-    os.replace(tmp, final)
-    fsync_dir(folder)
+    try:
+        index.save(str(tmp))
+        fsync_file(tmp)
+        os.replace(tmp, final)
+        fsync_dir(folder)
+    except (OSError, RuntimeError) as exc:  # usearch reports a full disk as RuntimeError
+        tmp.unlink(missing_ok=True)  # a half-written base would fill what is left of the disk
+        raise CatalogError(f"could not write the new base {final} ({exc}); the catalog is unchanged (is the disk "
+                           "full?)") from None
     return BaseInfo(
         generation=generation,
         file=name,

@@ -127,6 +127,7 @@ class Catalog:
         *,
         model_id: str,
         dim: int,
+        model_sha256: str = "",
         vector_dtype: str = "f32",
         threshold: float = 0.5,
         threshold_source: str = "default",
@@ -160,6 +161,7 @@ class Catalog:
             folder,
             Manifest(
                 model_id=model_id,
+                model_sha256=model_sha256,
                 dim=int(dim),
                 vector_dtype=vector_dtype,
                 threshold=float(threshold),
@@ -805,7 +807,13 @@ class Catalog:
     # --- checks & lifetime -----------------------------------------------------------
 
     def _check_vectors(self, vectors: np.ndarray) -> np.ndarray:
-        vectors = np.asarray(vectors, dtype=np.float32)
+        if not isinstance(vectors, (np.ndarray, list, tuple)):
+            raise InvalidArgumentError(f"vectors must be a float array of shape [N, {self.dim}], not "
+                                       f"{type(vectors).__name__}")
+        try:
+            vectors = np.asarray(vectors, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise InvalidArgumentError(f"vectors must be a float array of shape [N, {self.dim}]") from None
         if vectors.ndim == 1:
             vectors = vectors[None, :]
         if vectors.ndim != 2 or vectors.shape[1] != self.dim:

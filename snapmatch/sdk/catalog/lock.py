@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from snapmatch.sdk.errors import CatalogLockedError
+from snapmatch.sdk.errors import CatalogError, CatalogLockedError
 
 
 class WriterLock:
@@ -19,7 +19,15 @@ class WriterLock:
 
     def acquire(self, wait: float = 0.0) -> None:
         """Take the lock, waiting up to `wait` seconds for the writer that holds it."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except IsADirectoryError:
+            raise CatalogError(f"{self.path} is a directory: remove it (it should be the writer's lock file)") from None
+        except FileNotFoundError:
+            raise CatalogError(f"{self.path} is a link to nothing: remove it (it should be the writer's lock "
+                               "file)") from None
+        except OSError as exc:
+            raise CatalogError(f"cannot open the writer lock {self.path} ({exc.strerror or exc})") from None
         deadline = time.monotonic() + max(0.0, wait)
         while True:
             try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from snapmatch.sdk.errors import (
     CatalogCorruptError,
+    CatalogError,
     CatalogNotFoundError,
     InvalidArgumentError,
 )
@@ -76,6 +78,7 @@ class Manifest:
     adaptation: AdaptationInfo | None = None  # the transform in force; None: plain cosine
     compact_at: int = 4096  # the writer compacts once the delta holds this many vectors
     model_file: str = "model.onnx"  # the catalog's own copy of its model
+    model_sha256: str = ""  # of that copy: checked at every open ("": a catalog written before this)
     generation: int = 0  # bumped by every compaction; names the base file
     base: BaseInfo | None = None  # None until the first compaction, or when all products are gone
     format: str = FORMAT
@@ -86,7 +89,13 @@ class Manifest:
         return dataclasses.replace(self, **changes)
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
+        fields = dataclasses.asdict(self)
+        return json.dumps({**fields, "checksum": _checksum(fields)}, indent=2, sort_keys=True) + "\n"
+
+
+def _checksum(fields: dict) -> str:
+    """SHA-256 of the manifest's fields: a damaged field (a flipped digit in max_key) is found at open."""
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
 def manifest_path(folder: str | Path) -> Path:
@@ -94,21 +103,35 @@ def manifest_path(folder: str | Path) -> Path:
 
 
 def read_manifest(folder: str | Path) -> Manifest:
+    if "\0" in str(folder):
+        raise InvalidArgumentError(f"a catalog path cannot contain a NUL byte: {str(folder)!r}")
     path = manifest_path(folder)
     if not Path(folder).is_dir():
         raise CatalogNotFoundError(f"no catalog at {folder}: the folder does not exist")
     try:
-        raw = json.loads(path.read_text())
+        text = path.read_bytes()
     except FileNotFoundError:
         raise CatalogNotFoundError(f"no catalog at {folder}: {MANIFEST} is missing") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CatalogCorruptError(f"{path} is unreadable or not valid JSON ({exc})") from None
+    except IsADirectoryError:
+        raise CatalogCorruptError(f"{path} is a directory, not a catalog manifest") from None
+    except OSError as exc:  # an I/O error is not damage: the file may read fine once the device recovers
+        raise CatalogError(f"{path} could not be read ({exc.strerror or exc}): an I/O error, not a damaged "
+                           "catalog; try again") from None
+    try:
+        raw = json.loads(text.decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CatalogCorruptError(f"{path} is not valid JSON ({exc})") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise CatalogCorruptError(f"{path} is not a snapmatch catalog manifest")
-    if int(raw.get("format_version", 0)) > FORMAT_VERSION:
-        raise CatalogCorruptError(
-            f"{path} has catalog format {raw['format_version']}; this snapmatch reads up to {FORMAT_VERSION}"
-        )
+    version = raw.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CatalogCorruptError(f"{path} has a malformed format_version {version!r}")
+    if version > FORMAT_VERSION:
+        raise CatalogCorruptError(f"{path} has catalog format {version}; this snapmatch reads up to {FORMAT_VERSION}")
+    stored = raw.pop("checksum", None)
+    if stored is not None and stored != _checksum(raw):
+        raise CatalogCorruptError(f"{path} is damaged: its fields do not match its checksum (restore the catalog "
+                                  "from a backup, or rebuild it)")
     try:
         base = raw.pop("base", None)
         adaptation = raw.pop("adaptation", None)

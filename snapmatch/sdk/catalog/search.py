@@ -15,7 +15,7 @@ import numpy as np
 from snapmatch.sdk.catalog._usearch import Index
 from snapmatch.sdk.catalog.adaptation import Adaptation
 from snapmatch.sdk.catalog.delta import DeltaSnapshot
-from snapmatch.sdk.catalog.store import ImageRow
+from snapmatch.sdk.catalog.store import ImageRow, damaged
 from snapmatch.sdk.types import Match
 
 # keys -> {key: row}; the bool asks for the stored vectors too (to rescore an i8/f16 base).
@@ -97,9 +97,11 @@ def exact_scores(keys: np.ndarray, approximate: np.ndarray, rows: Mapping[int, I
     if not cells:
         return exact
     stored = np.stack([np.frombuffer(rows[int(keys[r, c])].vector or b"", dtype=np.float32) for r, c in cells])
+    stored = np.where(damaged(stored)[:, None], np.nan, stored)  # a damaged stored vector is never served
     stored = adapted(adaptation, stored)
     for (r, c), vector in zip(cells, stored):
-        exact[r, c] = float(vector @ queries[r])
+        score = float(vector @ queries[r])
+        exact[r, c] = score if np.isfinite(score) else -np.inf
     return exact
 
 

@@ -9,6 +9,7 @@ rows at once and leaves tombstones for the keys the base still holds.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -19,6 +20,8 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from snapmatch.sdk.errors import CatalogCorruptError, CatalogError, CatalogNotFoundError
+
+log = logging.getLogger("snapmatch.catalog")
 
 DATABASE = "catalog.sqlite"
 SCHEMA_VERSION = 1
@@ -267,7 +270,24 @@ def labelled_rows_after(conn: sqlite3.Connection, key: int, dim: int) -> tuple[n
     """Keys, product ids and vectors of the live images with a key above `key`, in key order."""
     rows = conn.execute("SELECT key, vector, product_id FROM images WHERE key > ? ORDER BY key", (key,)).fetchall()
     keys, vectors = _unpack(rows, dim)
-    return keys, [row[2] for row in rows], vectors
+    product_of = {row[0]: row[2] for row in rows}
+    return keys, [product_of[int(key)] for key in keys], vectors
+
+
+def damaged_keys(conn: sqlite3.Connection, dim: int, chunk: int = 16384) -> list[int]:
+    """Image keys whose stored vector is not a finite unit vector of `dim` float32 (for verify)."""
+    found: list[int] = []
+    last = 0
+    while True:
+        rows = conn.execute("SELECT key, vector FROM images WHERE key > ? ORDER BY key LIMIT ?", (last, chunk)).fetchall()
+        if not rows:
+            return found
+        last = rows[-1][0]
+        sound = [row for row in rows if isinstance(row[1], bytes) and len(row[1]) == dim * 4]
+        found.extend(row[0] for row in rows if not (isinstance(row[1], bytes) and len(row[1]) == dim * 4))
+        if sound:
+            vectors = np.frombuffer(b"".join(row[1] for row in sound), dtype=np.float32).reshape(len(sound), dim)
+            found.extend(int(row[0]) for row, bad in zip(sound, damaged(vectors)) if bad)
 
 
 def live_keys(conn: sqlite3.Connection) -> np.ndarray:
@@ -280,14 +300,34 @@ def product_names(conn: sqlite3.Connection) -> dict[str, str]:
     return dict(conn.execute("SELECT id, name FROM products").fetchall())
 
 
+# The catalog stores only L2-normalised vectors; anything else in a row is damage (a flipped exponent
+# bit makes a vector score 1e34 against every query). Such rows are left out of search, never served.
+NORM_TOLERANCE = 1e-2
+
+
+def damaged(vectors: np.ndarray) -> np.ndarray:
+    """Per row: not finite, or not of unit length."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        norms = np.linalg.norm(vectors.astype(np.float64), axis=1)
+    return ~np.isfinite(norms) | (np.abs(norms - 1.0) > NORM_TOLERANCE)
+
+
 def _unpack(rows: list, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Keys and vectors of image rows; rows whose vector is damaged are left out (and logged)."""
     keys = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
     if not rows:
         return keys, np.zeros((0, dim), dtype=np.float32)
-    blob = b"".join(row[1] for row in rows)
-    if len(blob) != len(rows) * dim * 4:
-        raise CatalogCorruptError(f"catalog database holds vectors that are not {dim}-dimensional float32")
-    return keys, np.frombuffer(blob, dtype=np.float32).reshape(len(rows), dim).copy()
+    if not all(isinstance(row[1], bytes) and len(row[1]) == dim * 4 for row in rows):
+        bad = next(row[0] for row in rows if not isinstance(row[1], bytes) or len(row[1]) != dim * 4)
+        raise CatalogCorruptError(f"catalog database image {bad} holds no {dim}-dimensional float32 vector: the "
+                                  "database is damaged (catalog verify; remove and re-add that product)")
+    vectors = np.frombuffer(b"".join(row[1] for row in rows), dtype=np.float32).reshape(len(rows), dim).copy()
+    bad = damaged(vectors)
+    if bad.any():
+        log.warning("catalog database: image key(s) %s hold damaged vectors; left out of search (catalog verify "
+                    "reports them)", ", ".join(map(str, keys[bad][:10])))
+        return keys[~bad], vectors[~bad]
+    return keys, vectors
 
 
 def max_key(conn: sqlite3.Connection) -> int:

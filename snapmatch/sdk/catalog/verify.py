@@ -49,7 +49,15 @@ def verify_catalog(folder: str | os.PathLike, *, repair: bool = False) -> Verify
             if check != "ok":
                 report.problems.append(f"catalog.sqlite fails its integrity check: {check}")
                 report.unrepairable = True
-            elif manifest.base is not None:
+            else:
+                bad = store.damaged_keys(conn, manifest.dim)
+                if bad:
+                    report.problems.append(
+                        f"catalog.sqlite holds {len(bad)} damaged vector(s) (image keys {', '.join(map(str, bad[:10]))}): "
+                        "they are left out of search; remove and re-add their products"
+                    )
+                    report.unrepairable = True
+            if check == "ok" and manifest.base is not None:
                 in_base = conn.execute("SELECT count(*) FROM images WHERE key <= ?", (manifest.base.max_key,)).fetchone()[0]
                 removed = conn.execute(
                     "SELECT count(*) FROM tombstones WHERE generation = ?", (manifest.generation,)
@@ -81,6 +89,9 @@ def verify_catalog(folder: str | os.PathLike, *, repair: bool = False) -> Verify
             report.problems.append(str(exc))
             base_damaged = True  # repair refits it, and rebuilds the base under the new fit
     model = folder / manifest.model_file
+    if manifest.model_sha256 and model.is_file() and base_index.file_sha256(model) != manifest.model_sha256:
+        report.problems.append(f"{model} is damaged: its SHA-256 differs from the one the catalog recorded")
+        report.unrepairable = True
     try:
         if Embedder(model, threads=1).model_id != manifest.model_id:
             report.problems.append(f"{model} is not the model this catalog was built with ({manifest.model_id})")
