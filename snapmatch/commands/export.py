@@ -34,10 +34,12 @@ from snapmatch.commands.output import emit_json, json_option, require_train_extr
               help="With --ship: the same recipe trained with products held out, for protocol P2.")
 @click.option("--baseline", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="With --ship: the ImageNet-features model, evaluated beside for the model card.")
+@click.option("--previous", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="With --ship: the model this one replaces, evaluated beside for the model card.")
 @json_option
 def export(checkpoint: Path, out: Path | None, int8: bool, data: Path | None, calibration_photos: int,
            threshold_precision: float, image_size: int | None, force_int8: bool, ship_name: str | None,
-           p2_model: Path | None, baseline: Path | None, as_json: bool) -> None:
+           p2_model: Path | None, baseline: Path | None, previous: Path | None, as_json: bool) -> None:
     """Export a checkpoint to a snapmatch ONNX model (preprocessing inside, metadata, default threshold).
 
     Writes OUT/model.onnx; with --int8 also model-int8.onnx (static QDQ U8S8,
@@ -64,7 +66,8 @@ def export(checkpoint: Path, out: Path | None, int8: bool, data: Path | None, ca
     payload = result.to_dict()
     if ship_name:
         payload["model_card"] = str(ship(checkpoint, ship_name, result, data=data, p2_model=p2_model,
-                                         baseline=baseline, threshold_precision=threshold_precision))
+                                         baseline=baseline, previous=previous,
+                                         threshold_precision=threshold_precision))
     if as_json:
         emit_json(payload)
     else:

@@ -39,7 +39,8 @@ def _unseen(value: str | None) -> list[str] | None:
                    "online) or `none`.")
 @click.option("--loss", type=click.Choice(["triplet", "multisimilarity", "arcface", "contrastive"]),
               default="multisimilarity", show_default=True)
-@click.option("--backbone", type=click.Choice(["small", "large_minimalistic"]), default="small", show_default=True)
+@click.option("--backbone", type=click.Choice(["small", "large_minimalistic"]), default=None,
+              help="Default: the one the starting weights are for (the shipped model: large_minimalistic).")
 @click.option("--head", type=click.Choice(["pooled", "linear", "prelogits"]), default="pooled", show_default=True)
 @click.option("--dim", type=click.IntRange(min=0), default=0, help="Embedding size of a linear head.")
 @click.option("--pooling", type=click.Choice(["avg", "gem"]), default="avg", show_default=True,
@@ -95,6 +96,10 @@ def train(photos, out, epochs, holdout, folds, unseen, split_seed, pretrained, l
         held = ", ".join(f"{len(s.unseen)}" for s in splits)
         echo(f"{dataset.format} dataset {dataset.source}: {products} products, {len(dataset.photos)} images "
              f"({len(dataset.catalog_images())} catalog-style); products held out: {held} (split seed {split_seed})")
+    if backbone is None:
+        from snapmatch.training.pretrained import infer_backbone
+
+        backbone = infer_backbone("" if pretrained == "none" else pretrained)
     config = TrainConfig(data=str(dataset.source), out=str(out), backbone=backbone,
                          pretrained="" if pretrained == "none" else pretrained, head=head, dim=dim, loss=loss,
                          pooling=pooling, freeze_blocks=freeze_blocks, distill=distill,

@@ -199,6 +199,7 @@ def ship(
     data: str | os.PathLike | None = None,
     p2_model: str | os.PathLike | None = None,
     baseline: str | os.PathLike | None = None,
+    previous: str | os.PathLike | None = None,
     threshold_precision: float = 0.95,
     models_dir: Path | None = None,
 ) -> Path:
@@ -220,15 +221,19 @@ def ship(
     if baseline is not None:
         evaluation["imagenet_baseline"] = evaluate(baseline, dataset, split=split, protocols=("P1", "P3", "OPEN"),
                                                    target_precision=threshold_precision, threads=1, adapt=True)
+    if previous is not None:  # the model this one replaces, measured the same way
+        evaluation["previous_default"] = evaluate(previous, dataset, split=split, protocols=("P1", "FEW", "P3", "OPEN"),
+                                                  target_precision=threshold_precision, threads=1, adapt=True)
     recipe = state["config"]
+    weights = Path(str(recipe.get("pretrained") or "IMAGENET.pt")).name  # the starting weights' file, by name
     train_args = (f"--loss {recipe['loss']} --epochs {recipe['epochs']} --seed {recipe['seed']} "
-                  f"--backbone {recipe['backbone']} --head {recipe['head']}")
+                  f"--backbone {recipe['backbone']} --head {recipe['head']} --pretrained {weights}")
     commands = [  # the recipe, end to end (runs/ is any scratch folder; DATA the dataset)
         f"snapmatch train DATA --out runs/{name} {train_args} --holdout 0",
         f"snapmatch train DATA --out runs/{name}-heldout {train_args}",
-        "snapmatch train DATA --out runs/imagenet --epochs 0 --pretrained IMAGENET.pt --holdout 0",
+        "snapmatch train DATA --out runs/imagenet --epochs 0 --pretrained mobilenet_v3_small-imagenet.pt --holdout 0",
         f"snapmatch export runs/{name}/last.pt --int8 --ship {name} --p2-model runs/{name}-heldout/model.onnx "
-        "--baseline runs/imagenet/model.onnx",
+        "--baseline runs/imagenet/model.onnx --previous PREVIOUS.onnx",
     ]
     why = "int8" if chosen != result.fp32 else "fp32"
     speed = (parity["fp32"]["latency_ms_median"] / parity["int8"]["latency_ms_median"]) if parity else None

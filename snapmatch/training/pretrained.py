@@ -27,14 +27,41 @@ ID_PREFIX_BACKBONES = {"mnv3s": "small", "mnv3lm": "large_minimalistic"}
 PARITY = 0.999  # least cosine between the rebuilt network and the ONNX model on a probe batch
 
 
+def infer_backbone(pretrained: str | None) -> str:
+    """The backbone the starting weights are for: the shipped model's, an .onnx model's, or a state dict's."""
+    if pretrained in (None, "default"):
+        from snapmatch.sdk.product_search import default_model_path
+
+        pretrained = str(default_model_path())
+    if pretrained in ("", "imagenet"):
+        return "small"  # torchvision publishes ImageNet weights of Small only
+    path = Path(pretrained)
+    if path.suffix == ".onnx":
+        import onnx
+
+        meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        prefix = meta.get("snapmatch.model_id", "").split("-")[0]
+        if prefix in ID_PREFIX_BACKBONES:
+            return ID_PREFIX_BACKBONES[prefix]
+        raise ModelError(f"{path} does not say which backbone it is (no snapmatch model id): give --backbone")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise ModelError(f"cannot read pretrained weights {path}: {exc}") from None
+    state = state.get("model", state) if isinstance(state, dict) else state
+    blocks = {int(key.split(".")[1]) for key in state if key.startswith("features.") and key.split(".")[1].isdigit()}
+    return "large_minimalistic" if blocks and max(blocks) >= 16 else "small"
+
+
 def resolve(pretrained: str | None, backbone: str) -> str:
     """The weights a run starts from: "default" (the shipped model), "imagenet" (download), a .pt or .onnx path, or ""."""
     if pretrained in (None, "default"):
-        if backbone != "small":
-            raise ModelError(f"the shipped model is MobileNetV3-small; {backbone} needs --pretrained FILE "
-                             "(a state-dict .pt with torchvision's keys) or --pretrained imagenet (online)")
         from snapmatch.sdk.product_search import default_model_path
 
+        shipped = infer_backbone(None)
+        if backbone != shipped:
+            raise ModelError(f"the shipped model is MobileNetV3-{shipped}; {backbone} needs --pretrained FILE "
+                             "(a state-dict .pt with torchvision's keys) or --pretrained imagenet (online)")
         return str(default_model_path())
     if pretrained in ("", "imagenet"):
         return pretrained

@@ -161,3 +161,18 @@ def test_onnx_export_matches_pytorch_on_real_photos(tmp_path, config, weights):
     np.testing.assert_allclose(np.linalg.norm(onnx_emb, axis=1), 1.0, atol=1e-5)
     # Different photos stay apart: the export did not collapse the embedding.
     assert (onnx_emb @ onnx_emb.T)[~np.eye(5, dtype=bool)].max() < 0.99
+
+
+@needs_weights
+def test_the_backbone_is_inferred_from_the_starting_weights(tmp_path):
+    from snapmatch.training.pretrained import infer_backbone
+
+    assert infer_backbone(str(SMALL_WEIGHTS)) == "small"
+    large = SMALL_WEIGHTS.with_name("mobilenet_v3_large_minimalistic-imagenet.pt")
+    if large.is_file():
+        assert infer_backbone(str(large)) == "large_minimalistic"
+    from snapmatch.sdk.product_search import default_model_path
+    from snapmatch.sdk.model.embedder import Embedder
+
+    shipped = Embedder(default_model_path(), threads=1).model_id.split("-")[0]
+    assert infer_backbone("default") == {"mnv3s": "small", "mnv3lm": "large_minimalistic"}[shipped]
