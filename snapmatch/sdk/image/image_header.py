@@ -19,6 +19,9 @@ class ImageHeader:
     width: int | None = None
     height: int | None = None
     may_have_alpha: bool = False
+    # Bytes per pixel once decoded: the header's (PNG), else the most the format can hold
+    # (16-bit RGBA for TIFF and unknown formats, 8-bit RGBA for the others).
+    bytes_per_pixel: int = 8
 
     @property
     def pixels(self) -> int | None:
@@ -43,14 +46,14 @@ def read_header(data: bytes | bytearray | memoryview) -> ImageHeader:
             return _png(data)
         if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:
             width, height = struct.unpack("<HH", data[6:10])
-            return ImageHeader("gif", width, height, may_have_alpha=True)
+            return ImageHeader("gif", width, height, may_have_alpha=True, bytes_per_pixel=4)
         if data.startswith(b"BM") and len(data) >= 26:
             (header_size,) = struct.unpack("<I", data[14:18])
             if header_size == 12:  # OS/2 BITMAPCOREHEADER: 16-bit sizes
                 width, height = struct.unpack("<HH", data[18:22])
             else:
                 width, height = struct.unpack("<ii", data[18:26])
-            return ImageHeader("bmp", abs(width), abs(height), may_have_alpha=True)
+            return ImageHeader("bmp", abs(width), abs(height), may_have_alpha=True, bytes_per_pixel=4)
         if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
             return _webp(data)
         if data[:4] in (b"II*\x00", b"MM\x00*"):
@@ -61,11 +64,13 @@ def read_header(data: bytes | bytearray | memoryview) -> ImageHeader:
 
 
 def _png(data: bytes) -> ImageHeader:
-    width, height, _depth, color_type = struct.unpack(">IIBB", data[16:26])
+    width, height, depth, color_type = struct.unpack(">IIBB", data[16:26])
     # Colour types 4 and 6 carry alpha; a tRNS chunk (before the image data) adds transparency to the others.
     first_data = data.find(b"IDAT")
     alpha = color_type in (4, 6) or b"tRNS" in data[: first_data if first_data > 0 else len(data)]
-    return ImageHeader("png", width, height, may_have_alpha=alpha)
+    channels = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}.get(color_type, 4) + (1 if alpha and color_type in (0, 2, 3) else 0)
+    return ImageHeader("png", width, height, may_have_alpha=alpha,
+                       bytes_per_pixel=max(1, channels * (2 if depth == 16 else 1)))
 
 
 def _jpeg(data: bytes) -> ImageHeader:
@@ -84,7 +89,7 @@ def _jpeg(data: bytes) -> ImageHeader:
         (length,) = struct.unpack(">H", data[i + 2:i + 4])
         if marker in _JPEG_SOF:
             height, width = struct.unpack(">HH", data[i + 5:i + 9])
-            return ImageHeader("jpeg", width, height)
+            return ImageHeader("jpeg", width, height, bytes_per_pixel=3)
         i += 2 + length
     return ImageHeader("jpeg")
 
@@ -110,11 +115,11 @@ def _webp(data: bytes) -> ImageHeader:
         flags = data[20]
         width = 1 + int.from_bytes(data[24:27], "little")
         height = 1 + int.from_bytes(data[27:30], "little")
-        return ImageHeader("webp", width, height, may_have_alpha=bool(flags & 0x10))
+        return ImageHeader("webp", width, height, may_have_alpha=bool(flags & 0x10), bytes_per_pixel=4)
     if chunk == b"VP8L" and len(data) >= 25:
         bits = int.from_bytes(data[21:25], "little")
-        return ImageHeader("webp", (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1, may_have_alpha=True)
+        return ImageHeader("webp", (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1, may_have_alpha=True, bytes_per_pixel=4)
     if chunk == b"VP8 " and len(data) >= 30:
         width, height = struct.unpack("<HH", data[26:30])
-        return ImageHeader("webp", width & 0x3FFF, height & 0x3FFF)
-    return ImageHeader("webp", may_have_alpha=True)
+        return ImageHeader("webp", width & 0x3FFF, height & 0x3FFF, bytes_per_pixel=4)
+    return ImageHeader("webp", may_have_alpha=True, bytes_per_pixel=4)

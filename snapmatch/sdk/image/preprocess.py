@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from pathlib import Path
 from typing import Union
 
@@ -30,6 +31,10 @@ from snapmatch.sdk.model.model_spec import InputSpec
 # is lowered to match here, which takes effect only when snapmatch is imported
 # before anything else imports cv2 (OpenCV reads it once, at import).
 MAX_PIXELS = 50_000_000
+# Bytes a decoded image may take: what 50 Mpx of 8-bit BGR takes. A 16-bit RGBA image (8 bytes a
+# pixel) may be 18.75 Mpx; its header says so before anything is decoded.
+MAX_DECODED_BYTES = 3 * MAX_PIXELS
+MAX_FILE_BYTES = 100_000_000  # an image file larger than this is not a photo
 os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
 
 import cv2  # noqa: E402  (the pixel limit must be in the environment first)
@@ -92,6 +97,18 @@ def read_image_bytes(path: str | os.PathLike) -> bytes:
     """The bytes of an image file, or ImageNotFoundError / InvalidImageError naming the path."""
     path = Path(path)
     try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise ImageNotFoundError(f"image not found: {path}") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        raise InvalidImageError(f"cannot read image {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ImageNotFoundError(f"image path is a directory: {path}")
+    if not stat.S_ISREG(info.st_mode):  # /dev/zero would be read until memory runs out, a FIFO forever
+        raise InvalidImageError(f"{path} is not a regular file (a device, pipe or socket): give an image file")
+    if info.st_size > MAX_FILE_BYTES:
+        raise ImageTooLargeError(f"{path} is {info.st_size:,} bytes, above the limit of {MAX_FILE_BYTES:,} for a photo")
+    try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise ImageNotFoundError(f"image not found: {path}") from None
@@ -131,6 +148,13 @@ def _decode_bytes(data: bytes, name: str, max_pixels: int) -> np.ndarray:
         raise ImageTooLargeError(
             f"{name} is {header.width}x{header.height} = {header.pixels:,} pixels, above the limit of {max_pixels:,}"
         )
+    decoded_bytes = header.pixels * header.bytes_per_pixel if header.pixels is not None else None
+    byte_limit = max(MAX_DECODED_BYTES, 3 * max_pixels)  # a larger pixel limit allows its 8-bit BGR image
+    if decoded_bytes is not None and decoded_bytes > byte_limit:
+        raise ImageTooLargeError(
+            f"{name} is {header.width}x{header.height} at {header.bytes_per_pixel} bytes a pixel: it would decode to "
+            f"{decoded_bytes / 1e6:,.0f} MB, above the limit of {byte_limit / 1e6:,.0f} MB"
+        )
     buffer = np.frombuffer(data, dtype=np.uint8)
     try:
         if header.may_have_alpha:
@@ -151,8 +175,12 @@ def _decode_bytes(data: bytes, name: str, max_pixels: int) -> np.ndarray:
     return _from_array(decoded, name)
 
 
-def _from_array(array: np.ndarray, name: str) -> np.ndarray:
+def _from_array(array: np.ndarray, name: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Normalise a decoded array to contiguous (H, W, 3) uint8 BGR."""
+    if array.ndim >= 2 and array.shape[0] * array.shape[1] > max_pixels:
+        # By its shape, not its memory: a zero-stride view of 20000 x 20000 takes no memory until copied.
+        raise ImageTooLargeError(f"{name} is {array.shape[1]}x{array.shape[0]} pixels, above the limit of "
+                                 f"{max_pixels:,}")
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
@@ -189,10 +217,14 @@ def _to_uint8(array: np.ndarray, name: str) -> np.ndarray:
 
 def _composite_on_white(bgra: np.ndarray) -> np.ndarray:
     # Transparent areas would otherwise turn black, which product photos on a
-    # transparent background never mean.
-    alpha = bgra[:, :, 3:4].astype(np.float32) / 255.0
-    bgr = bgra[:, :, :3].astype(np.float32)
-    return (bgr * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
+    # transparent background never mean. Integer arithmetic, a band of rows at a
+    # time: a large image never has more than one full-size copy beside it.
+    out = np.empty(bgra.shape[:2] + (3,), dtype=np.uint8)
+    for top in range(0, bgra.shape[0], 256):
+        band = bgra[top:top + 256]
+        alpha = band[:, :, 3:4].astype(np.uint32)
+        out[top:top + 256] = ((band[:, :, :3].astype(np.uint32) * alpha + 255 * (255 - alpha) + 127) // 255)
+    return out
 
 
 def resize(bgr: np.ndarray, spec: InputSpec) -> np.ndarray:

@@ -197,7 +197,14 @@ def test_gif_size():
 def test_png_size_is_read_from_ihdr_without_decoding(size):
     height, width = size
     data = png_bytes(width, height, bit_depth=8, color_type=2, idat=zlib.compress(b""))
-    assert read_header(data) == ImageHeader("png", width, height, may_have_alpha=False)
+    assert read_header(data) == ImageHeader("png", width, height, may_have_alpha=False, bytes_per_pixel=3)
+
+
+@pytest.mark.parametrize("depth, color_type, expected", [(8, 0, 1), (8, 2, 3), (16, 2, 6), (8, 6, 4), (16, 6, 8),
+                                                         (16, 4, 4)])
+def test_png_bytes_per_pixel_come_from_depth_and_colour_type(depth, color_type, expected):
+    data = png_bytes(10, 10, bit_depth=depth, color_type=color_type, idat=zlib.compress(b""))
+    assert read_header(data).bytes_per_pixel == expected
 
 
 def test_png_bomb_size():

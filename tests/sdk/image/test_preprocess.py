@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import zlib
 import tracemalloc
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from tests.sdk.image.test_image_header import (
     pad_jpeg_header,
     png_bomb,
     png_chunk,
+    png_bytes,
     png_from_rows,
     set_jpeg_size,
     splice_after_soi,
@@ -744,3 +746,36 @@ def test_every_name_snapmatch_sdk_exports_is_what_it_advertises():
 def test_preprocess_module_is_importable():
     module = importlib.import_module("snapmatch.sdk.image.preprocess")
     assert module.decode is decode and module.MAX_PIXELS == MAX_PIXELS
+
+
+def test_a_16_bit_rgba_png_is_bounded_by_the_bytes_it_decodes_to(tmp_path):
+    from snapmatch.sdk.image.preprocess import MAX_DECODED_BYTES
+
+    side = 7000  # 49 Mpx: under the pixel limit, but 392 MB as 16-bit RGBA
+    data = png_bytes(side, side, bit_depth=16, color_type=6, idat=zlib.compress(b""))
+    with pytest.raises(ImageTooLargeError, match="8 bytes a pixel"):
+        decode(data)
+    assert side * side * 8 > MAX_DECODED_BYTES >= side * side * 3
+
+
+def test_only_regular_files_are_read(tmp_path):
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    with pytest.raises(InvalidImageError, match="not a regular file"):
+        decode(fifo)  # would block forever
+    with pytest.raises(InvalidImageError, match="not a regular file"):
+        decode("/dev/zero")  # would be read until memory runs out
+
+
+def test_a_zero_stride_view_is_bounded_by_its_shape():
+    huge = np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (20000, 20000, 3))  # no memory until copied
+    with pytest.raises(ImageTooLargeError, match="20000x20000"):
+        decode(huge)
+
+
+def test_alpha_compositing_matches_the_float_formula():
+    rng = np.random.default_rng(3)
+    bgra = rng.integers(0, 256, (300, 7, 4), dtype=np.uint8)  # more rows than one band
+    alpha = bgra[:, :, 3:4] / 255.0
+    expected = np.floor(bgra[:, :, :3] * alpha + 255 * (1 - alpha) + 0.5)
+    assert np.abs(decode(bgra).astype(int) - expected).max() <= 1
