@@ -119,3 +119,13 @@ def test_a_full_disk_during_compaction_leaves_no_temp_file(vector_catalog, monke
             catalog.compact()
         assert catalog.search(unit(np.random.default_rng(1), 1), k=1)[0]  # still answers
     assert not list(vector_catalog.glob(".*.tmp"))
+
+
+def test_deleting_writer_lock_under_a_writer_does_not_let_a_second_one_in(vector_catalog):
+    from snapmatch import CatalogLockedError
+
+    with Catalog.open(vector_catalog):
+        (vector_catalog / "writer.lock").unlink()
+        with pytest.raises(CatalogLockedError):
+            Catalog.open(vector_catalog)
+    Catalog.open(vector_catalog).close()  # released: the next writer gets in
