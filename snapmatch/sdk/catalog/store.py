@@ -131,6 +131,10 @@ class Transaction:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        if exc_type is None:
+            # Copy what the WAL holds into the database file now, so a damaged or deleted
+            # catalog.sqlite-wal loses only what a reader's snapshot kept from being copied.
+            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
 
 def product_exists(conn: sqlite3.Connection, product_id: str) -> bool:

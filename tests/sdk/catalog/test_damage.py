@@ -129,3 +129,20 @@ def test_deleting_writer_lock_under_a_writer_does_not_let_a_second_one_in(vector
         with pytest.raises(CatalogLockedError):
             Catalog.open(vector_catalog)
     Catalog.open(vector_catalog).close()  # released: the next writer gets in
+
+
+def test_a_lost_wal_loses_no_acknowledged_write(tmp_path):
+    """Every commit is checkpointed into catalog.sqlite: a crash image without its WAL still has every product."""
+    import shutil
+
+    rng = np.random.default_rng(2)
+    folder, image = tmp_path / "c", tmp_path / "image"
+    with Catalog.create(folder, model_id="m", dim=16) as catalog:
+        for p in range(5):
+            catalog.add(f"p{p}", unit(rng, 2))
+        catalog.remove("p1")
+        shutil.copytree(folder, image)  # what the disk holds if the process dies now
+    (image / "catalog.sqlite-wal").unlink(missing_ok=True)
+    (image / "catalog.sqlite-shm").unlink(missing_ok=True)
+    with Catalog.open(image, readonly=True) as reopened:
+        assert sorted(p.id for p in reopened.products()) == ["p0", "p2", "p3", "p4"]
