@@ -37,6 +37,14 @@ def new_index(dim: int, dtype: str, *, connectivity: int = CONNECTIVITY, expansi
     return Index(ndim=dim, metric="cos", dtype=dtype, connectivity=connectivity, expansion_add=expansion_add)
 
 
+def intact(folder: Path, info: BaseInfo) -> bool:
+    """Whether the base file is byte for byte the one the manifest describes (its SHA-256)."""
+    try:
+        return file_sha256(folder / info.file) == info.sha256
+    except OSError:
+        return False
+
+
 def load_for_update(folder: Path, info: BaseInfo) -> Index:
     """A private in-memory copy of a base, which (unlike a view) may be changed."""
     index = Index.restore(str(folder / info.file), view=False)

@@ -52,6 +52,8 @@ def build_next_base(
         or len(tombstones) > REBUILD_SHARE * max(old.count, 1)
         or (not cheap and old.expansion_add < manifest.expansion_add)  # outgrew its cheap graph
     )
+    if not full and old is not None and not base_index.intact(folder, old):
+        full = True  # never patch a damaged graph (usearch may crash on it): rebuild it from the database
 
     def adapted(vectors: np.ndarray) -> np.ndarray:
         return adaptation.apply(vectors) if adaptation is not None else vectors
