@@ -28,7 +28,7 @@ from snapmatch.sdk.catalog.adaptation import Adaptation
 from snapmatch.sdk.catalog.calibration import CalibrationReport, DecisionRule, fit_rule, guard_calibration
 from snapmatch.sdk.catalog.calibration import report as calibration_report
 from snapmatch.sdk.catalog.delta import Delta, DeltaSnapshot
-from snapmatch.sdk.catalog.dense import DenseIndex, DenseSnapshot
+from snapmatch.sdk.catalog.dense import DenseCache, DenseSnapshot
 from snapmatch.sdk.catalog.lock import WriterLock
 from snapmatch.sdk.catalog.manifest import (
     Manifest,
@@ -112,10 +112,7 @@ class Catalog:
         self._write: sqlite3.Connection
         self._closed = False
         self._fit_attempt: int | None = None  # change counter at the last fit that found too little to fit
-        # The in-memory exact index of a small catalog (dense.py), built at its first search, and
-        # what it was synced to: (generation, data_version, changes counter).
-        self._dense: DenseIndex | None = None
-        self._dense_synced: tuple[int, int, int] | None = None
+        self._dense = DenseCache()  # the in-memory exact index of a small catalog, built at its first search
 
     # --- opening -------------------------------------------------------------------
 
@@ -763,30 +760,12 @@ class Catalog:
 
     def _dense_view(self, state: _State) -> DenseSnapshot | None:
         """The exact in-memory index when the catalog is small and stores float32 (else None: base + delta)."""
-        manifest = state.manifest
         size = (len(state.base) if state.base is not None else 0) + len(state.delta)
-        if manifest.vector_dtype != "f32" or size > self.exact_below:
-            self._dense = self._dense_synced = None
+        if state.manifest.vector_dtype != "f32" or size > self.exact_below:
+            self._dense.drop()
             return None
         with self._read_mutex:
-            version, conn = self._seen_version, self._read
-            synced = self._dense_synced
-            if self._dense is not None and synced is not None and synced[:2] == (manifest.generation, version):
-                return self._dense.snapshot
-            changes = store.changes(conn)
-            if self._dense is None or synced is None or synced[0] != manifest.generation:
-                dense = DenseIndex(manifest.dim)  # a new base: a new metric may be in force
-            else:
-                dense = self._dense
-            before = dense.max_key
-            keys, products, vectors = store.labelled_rows_after(conn, before, manifest.dim)
-            if len(keys):
-                dense.append(keys, products, adapted(state.adaptation, vectors))
-            if synced is not None and dense is self._dense and changes != synced[2] + len(keys):
-                dense.keep_only(store.live_keys(conn))  # something was removed since the last sync
-            dense.set_names(store.product_names(conn))
-            self._dense, self._dense_synced = dense, (manifest.generation, version, changes)
-            return dense.snapshot
+            return self._dense.view(self._read, state.manifest, self._seen_version, state.adaptation)
 
     def _lookup(self, keys: np.ndarray, vectors: bool) -> dict:
         with self._read_mutex:

@@ -7,15 +7,19 @@ query is one matrix-vector product; grouping by product and the names come
 from arrays, so neither usearch nor SQLite is on the hot path, and a catalog
 of many photos per product costs what one of one photo per product costs, at
 the same number of vectors. The writer's changes reach it incrementally:
-new rows are appended, removed ones get code -1 (see Catalog._dense_view).
+new rows are appended, removed ones get code -1 (DenseCache).
 """
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 
 import numpy as np
 
+from snapmatch.sdk.catalog import store
+from snapmatch.sdk.catalog.adaptation import Adaptation
+from snapmatch.sdk.catalog.manifest import Manifest
 from snapmatch.sdk.types import Match
 
 REMOVED = -1
@@ -122,6 +126,38 @@ class DenseIndex:
         n = self._size
         return DenseSnapshot(self._keys[:n], self._vectors[:n], self._codes[:n], tuple(self._products),
                              tuple(self._names))
+
+
+class DenseCache:
+    """A reader's DenseIndex, kept in step with the database: built at the first search after a new base,
+    then synced by what changed (new rows appended; a removal, seen in the change counter, marks rows)."""
+
+    def __init__(self) -> None:
+        self._index: DenseIndex | None = None
+        self._synced: tuple[int, int, int] | None = None  # (base generation, data_version, change counter)
+
+    def drop(self) -> None:
+        self._index = self._synced = None
+
+    def view(self, conn: sqlite3.Connection, manifest: Manifest, version: int,
+             adaptation: Adaptation | None) -> DenseSnapshot:
+        """The index as of `version` (the caller holds the connection's lock)."""
+        synced, index = self._synced, self._index
+        if index is not None and synced is not None and synced[:2] == (manifest.generation, version):
+            return index.snapshot
+        changes = store.changes(conn)
+        fresh = index is None or synced is None or synced[0] != manifest.generation
+        if fresh:
+            index = DenseIndex(manifest.dim)  # a new base: a new metric may be in force
+        assert index is not None
+        keys, products, vectors = store.labelled_rows_after(conn, index.max_key, manifest.dim)
+        if len(keys):
+            index.append(keys, products, adaptation.apply(vectors) if adaptation is not None else vectors)
+        if not fresh and synced is not None and changes != synced[2] + len(keys):
+            index.keep_only(store.live_keys(conn))  # something was removed since the last sync
+        index.set_names(store.product_names(conn))
+        self._index, self._synced = index, (manifest.generation, version, changes)
+        return index.snapshot
 
 
 def _grown(array: np.ndarray, capacity: int, size: int) -> np.ndarray:
