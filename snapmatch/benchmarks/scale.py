@@ -58,7 +58,9 @@ def catalog_spec(size: int, dim: int, *, vector_dtype: str = "f32", expansion_ad
     Graph settings are made explicit (snapmatch's defaults when None): they name the catalog's folder,
     so a later change of the defaults never reuses a catalog built with the old ones.
     """
-    return SyntheticSpec(size=int(size), dim=dim, vector_dtype=vector_dtype, distribution="profile",
+    # The shipped profile was fitted on 576-d MobileNetV3-Small embeddings; other sizes get plain clusters.
+    distribution = "profile" if load_default().dim == dim else "clusters"
+    return SyntheticSpec(size=int(size), dim=dim, vector_dtype=vector_dtype, distribution=distribution,
                          expansion_add=expansion_add or base_index.EXPANSION_ADD,
                          connectivity=connectivity or base_index.CONNECTIVITY)
 

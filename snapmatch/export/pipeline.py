@@ -243,5 +243,10 @@ def ship(
                 "(ships int8 only when it passes the gate: Recall@1 within 1 point, MAP@R within 2, at least "
                 "1.2x faster)" + (f"; refused: {'; '.join(result.int8_refused)}" if result.int8_refused else "")
                 if parity else "not measured")]
-    return ship_model(Path(chosen), models_dir or MODELS_DIR, name=name, recipe=recipe, commands=commands,
+    folder = models_dir or MODELS_DIR
+    if chosen != result.fp32:  # training starts from the fp32 twin: int8 weights cannot seed a network
+        shutil.copyfile(result.fp32, folder / f"{name}-fp32.onnx")
+        notes.append(f"{name}-fp32.onnx beside it is the same network in fp32: `snapmatch train --pretrained default` "
+                     "starts from it")
+    return ship_model(Path(chosen), folder, name=name, recipe=recipe, commands=commands,
                       evaluation=evaluation, parity=parity, notes=notes)

@@ -27,12 +27,18 @@ ID_PREFIX_BACKBONES = {"mnv3s": "small", "mnv3lm": "large_minimalistic"}
 PARITY = 0.999  # least cosine between the rebuilt network and the ONNX model on a probe batch
 
 
+def default_seed() -> str:
+    """The shipped model's fp32 twin, which training starts from (int8 weights cannot seed a network)."""
+    from snapmatch.sdk.product_search import MODELS_DIR, default_model_path
+
+    twin = MODELS_DIR / "default-fp32.onnx"
+    return str(twin if twin.is_file() else default_model_path())
+
+
 def infer_backbone(pretrained: str | None) -> str:
     """The backbone the starting weights are for: the shipped model's, an .onnx model's, or a state dict's."""
     if pretrained in (None, "default"):
-        from snapmatch.sdk.product_search import default_model_path
-
-        pretrained = str(default_model_path())
+        pretrained = default_seed()
     if pretrained in ("", "imagenet"):
         return "small"  # torchvision publishes ImageNet weights of Small only
     path = Path(pretrained)
@@ -56,13 +62,11 @@ def infer_backbone(pretrained: str | None) -> str:
 def resolve(pretrained: str | None, backbone: str) -> str:
     """The weights a run starts from: "default" (the shipped model), "imagenet" (download), a .pt or .onnx path, or ""."""
     if pretrained in (None, "default"):
-        from snapmatch.sdk.product_search import default_model_path
-
         shipped = infer_backbone(None)
         if backbone != shipped:
             raise ModelError(f"the shipped model is MobileNetV3-{shipped}; {backbone} needs --pretrained FILE "
                              "(a state-dict .pt with torchvision's keys) or --pretrained imagenet (online)")
-        return str(default_model_path())
+        return default_seed()
     if pretrained in ("", "imagenet"):
         return pretrained
     if not Path(pretrained).is_file():

@@ -11,6 +11,7 @@ from snapmatch.benchmarks import embedding_profile, memory, scale
 from snapmatch.benchmarks.synthetic_catalog import SyntheticSpec, clustered_chunks
 from snapmatch.sdk.catalog.catalog import Catalog
 from snapmatch.sdk.product_search import DEFAULT_MODEL
+from snapmatch.sdk.model.embedder import Embedder
 
 
 def _ordered(p: dict) -> bool:
@@ -99,7 +100,7 @@ def test_fit_recovers_how_variance_splits_between_and_within_products():
 
 
 def test_memory_reports_each_step_of_a_serving_process(tmp_path):
-    spec = SyntheticSpec(size=500, dim=576, distribution="profile")
+    spec = scale.catalog_spec(500, Embedder(DEFAULT_MODEL, threads=1).dim)  # the model's own embedding size
     scale.ensure_catalog(tmp_path / spec.name, spec, reuse=False, log=lambda m: None)
     photos = sorted(str(p) for p in (DEFAULT_MODEL.parent.parent / "demo").rglob("*.jpg"))[:3]
     result = memory.measure(tmp_path / spec.name, DEFAULT_MODEL, photos, queries=5)
