@@ -49,7 +49,10 @@ class Adaptation:
 
     def apply(self, vectors: np.ndarray) -> np.ndarray:
         """The adapted, L2-normalised vectors ([N, d] float32)."""
-        out = (np.asarray(vectors, dtype=np.float32) - self.mean) @ self.matrix
+        centred = np.asarray(vectors, dtype=np.float32) - self.mean
+        # A query or a few: numpy's own loop, not a multi-threaded BLAS call that would wait for the
+        # cores onnxruntime's threads still spin on right after an inference (see dense.py).
+        out = np.einsum("kj,ji->ki", centred, self.matrix) if len(centred) <= 8 else centred @ self.matrix
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         # A vector equal to the mean has no direction: leave it at zero (it matches nothing).
         return np.divide(out, norms, out=np.zeros_like(out), where=norms > 0)
