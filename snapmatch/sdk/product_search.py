@@ -26,7 +26,7 @@ from snapmatch.sdk.errors import (
     ModelMismatchError,
     ProductExistsError,
 )
-from snapmatch.sdk.fsutil import file_sha256, fsync_dir, fsync_file
+from snapmatch.sdk.fsutil import file_sha256, fsync_dir, fsync_file, make_dir_durably
 from snapmatch.sdk.image.preprocess import ImageInput, SingleImage, content_digest, image_batch, image_list
 from snapmatch.sdk.model.embedder import Embedder
 from snapmatch.sdk.types import Added, Identification, Match, Product
@@ -96,7 +96,7 @@ class ProductSearch:
         if manifest_path(folder).exists():
             raise CatalogExistsError(f"a catalog already exists at {folder}")
         _refuse_foreign_files(folder)
-        folder.mkdir(parents=True, exist_ok=True)
+        make_dir_durably(folder)  # a power cut must not take the new folder, and the catalog in it, away
         _copy_durably(embedder.path, folder / "model.onnx")
         catalog = Catalog.create(
             folder,
@@ -206,8 +206,8 @@ class ProductSearch:
                 raise ImageError(f"no readable photo of product {product_id!r}: {skipped[0][1]}" if skipped
                                  else f"no photos of product {product_id!r} given")
             renamed = self.catalog.rename(product_id, name) if name is not None else False
-            return Added(product_id, False, [known[d] for d in digests if d in known],
-                         duplicates=len(readable), renamed=renamed, skipped=skipped)
+            held = [known[d] for d in digests if d in known]
+            return Added(product_id, False, held, duplicates=len(held), renamed=renamed, skipped=skipped)
         added = self.catalog.put(product_id, vectors, name=name, sources=[_source(readable[i]) for i in todo],
                                  digests=[digests[i] for i in todo], must_exist=must_exist, must_be_new=must_be_new)
         stored = dict(zip((digests[i] for i in todo), added.keys))

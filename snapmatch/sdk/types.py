@@ -74,7 +74,8 @@ class Added:
 
     product_id: str
     created: bool  # the product was new
-    keys: list[int]  # one per photo given, in order; a photo already in the product gives the key it has
+    keys: list[int]  # per photo given, in order (photos skipped as unreadable have none); a photo already in
+    # the product gives the key it has
     duplicates: int = 0  # photos already in the product (same content): skipped, not stored twice
     renamed: bool = False  # a name was given and differed from the stored one
     new_keys: list[int] = field(default_factory=list)  # the images this call stored

@@ -30,6 +30,7 @@ from snapmatch.sdk.catalog.calibration import report as calibration_report
 from snapmatch.sdk.catalog.delta import Delta, DeltaSnapshot
 from snapmatch.sdk.catalog.dense import DenseCache, DenseSnapshot
 from snapmatch.sdk.catalog.lock import WriterLock
+from snapmatch.sdk.fsutil import make_dir_durably
 from snapmatch.sdk.catalog.manifest import (
     Manifest,
     manifest_path,
@@ -150,7 +151,7 @@ class Catalog:
             raise InvalidArgumentError(f"vector_dtype must be one of {VECTOR_DTYPES}, not {vector_dtype!r}")
         if manifest_path(folder).exists():
             raise CatalogExistsError(f"a catalog already exists at {folder}")
-        folder.mkdir(parents=True, exist_ok=True)
+        make_dir_durably(folder)  # a power cut must not take the new folder, and the catalog in it, away
         conn = store.connect(folder, readonly=False, create=True)
         conn.close()
         # The manifest is written last: a folder without one is not a catalog yet.

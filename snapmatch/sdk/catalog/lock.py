@@ -53,12 +53,18 @@ class WriterLock:
         self._fd, self._folder_fd = fd, folder_fd
 
     def release(self) -> None:
+        # Never raises: it runs in cleanup, where an I/O error here would hide the error being
+        # handled; closing the descriptor drops the lock in any case.
         for fd in (self._fd, self._folder_fd):
             if fd is not None:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_UN)
-                finally:
+                except OSError:
+                    pass
+                try:
                     os.close(fd)
+                except OSError:
+                    pass
         self._fd = self._folder_fd = None
 
     @property

@@ -160,3 +160,17 @@ def test_compaction_never_patches_a_damaged_base(vector_catalog):
         assert catalog.compact()
     problems = verify_catalog(vector_catalog).problems  # a vector-only catalog has no model.onnx to check
     assert [p for p in problems if "model.onnx" not in p] == []  # rebuilt from the database, not patched
+
+
+def test_a_new_catalog_folder_is_made_durable_in_its_parent(tmp_path, monkeypatch):
+    """What a power cut needs (issue 15, item 9): each folder create makes has its parent fsynced."""
+    from snapmatch.sdk import fsutil
+
+    synced = []
+    real = fsutil.fsync_dir
+    monkeypatch.setattr(fsutil, "fsync_dir", lambda path: (synced.append(str(path)), real(path)))
+    fsutil.make_dir_durably(tmp_path / "shops" / "north" / "catalog")
+    assert (tmp_path / "shops" / "north" / "catalog").is_dir()
+    assert synced == [str(tmp_path), str(tmp_path / "shops"), str(tmp_path / "shops" / "north")]
+    fsutil.make_dir_durably(tmp_path / "shops")  # already there: nothing to sync
+    assert len(synced) == 3
