@@ -11,13 +11,14 @@ here at open and a SHA-256 by `verify`.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
 from snapmatch.sdk.catalog._usearch import Index, usearch
 from snapmatch.sdk.catalog.manifest import BaseInfo
 from snapmatch.sdk.errors import CatalogCorruptError, CatalogError
-from snapmatch.sdk.fsutil import fsync_dir, fsync_file
+from snapmatch.sdk.fsutil import atomic_write_bytes, fsync_dir, fsync_file
 
 # Graph degree of new catalogs. Measured on 100k vectors shaped like real embeddings (docs/BENCHMARKS.md):
 # 32 reaches a recall that 16 needs twice the search effort for, for ~10% more file per f32 vector.
@@ -67,7 +68,7 @@ def write_base(folder: Path, index: Index, *, generation: int, max_key: int) -> 
         tmp.unlink(missing_ok=True)  # a half-written base would fill what is left of the disk
         raise CatalogError(f"could not write the new base {final} ({exc}); the catalog is unchanged (is the disk "
                            "full?)") from None
-    return BaseInfo(
+    info = BaseInfo(
         generation=generation,
         file=name,
         count=len(index),
@@ -78,6 +79,44 @@ def write_base(folder: Path, index: Index, *, generation: int, max_key: int) -> 
         connectivity=index.connectivity,
         expansion_add=index.expansion_add,
     )
+    _remember_intact(folder, info)  # just hashed: the next open need not hash it again
+    return info
+
+
+# A base's graph is traversed by search: a flipped bit in it can crash the process (SIGSEGV) before
+# verify runs. So a base is hashed before it is searched, once: the file's identity (size, mtime,
+# inode) at that check is remembered beside it, and a later open of an unchanged file trusts it.
+# Anything that rewrites the file changes its mtime, and is hashed again. (Decay that changes no
+# metadata is left to `catalog verify`.)
+INTACT_SUFFIX = ".intact"
+
+
+def _stamp(path: Path, sha256: str) -> dict:
+    info = path.stat()
+    return {"size": info.st_size, "mtime_ns": info.st_mtime_ns, "ino": info.st_ino, "sha256": sha256}
+
+
+def _remember_intact(folder: Path, info: BaseInfo) -> None:
+    try:
+        atomic_write_bytes(folder / (info.file + INTACT_SUFFIX), json.dumps(_stamp(folder / info.file, info.sha256)).encode())
+    except OSError:
+        pass  # only a shortcut: the next open hashes the file instead
+
+
+def check_intact(folder: Path, info: BaseInfo, *, remember: bool) -> None:
+    """CatalogCorruptError unless the base file hashes to the manifest's SHA-256 (or did, unchanged since)."""
+    path = folder / info.file
+    try:
+        remembered = json.loads((folder / (info.file + INTACT_SUFFIX)).read_text())
+        if remembered == _stamp(path, info.sha256):
+            return
+    except (OSError, ValueError):
+        pass
+    if not intact(folder, info):
+        raise CatalogCorruptError(f"base index {path} is damaged: its SHA-256 is not the manifest's (catalog verify "
+                                  "--repair rebuilds it from the database)")
+    if remember:
+        _remember_intact(folder, info)
 
 
 def check_base(folder: Path, info: BaseInfo, *, dim: int, dtype: str) -> None:
@@ -116,9 +155,11 @@ def check_base(folder: Path, info: BaseInfo, *, dim: int, dtype: str) -> None:
         )
 
 
-def view_base(folder: Path, info: BaseInfo, *, dim: int, dtype: str, expansion_search: int) -> Index:
-    """Memory-map a base after checking it: cost independent of its size."""
+def view_base(folder: Path, info: BaseInfo, *, dim: int, dtype: str, expansion_search: int,
+              remember: bool = False) -> Index:
+    """Memory-map a base after checking it (its header, and its hash unless remembered: see check_intact)."""
     check_base(folder, info, dim=dim, dtype=dtype)
+    check_intact(folder, info, remember=remember)
     path = folder / info.file
     try:
         # The catalog never looks keys up in the base (only searches it):

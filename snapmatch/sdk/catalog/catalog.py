@@ -231,7 +231,9 @@ class Catalog:
         for entry in self.folder.iterdir():
             name = entry.name
             stray_tmp = name.startswith(".") and name.endswith(".tmp")
-            orphan = (_BASE_FILE.match(name) and name != current) or (_ADAPT_FILE.match(name) and name != current_adaptation)
+            orphan = ((_BASE_FILE.match(name) and name != current)
+                      or (_ADAPT_FILE.match(name) and name != current_adaptation)
+                      or (name.endswith(base_index.INTACT_SUFFIX) and name != f"{current}{base_index.INTACT_SUFFIX}"))
             if stray_tmp or (sound and orphan):
                 entry.unlink(missing_ok=True)
         with store.Transaction(self._write) as conn:
@@ -254,7 +256,7 @@ class Catalog:
                 if manifest.base is not None:
                     base = base_index.view_base(
                         self.folder, manifest.base, dim=manifest.dim, dtype=manifest.vector_dtype,
-                        expansion_search=manifest.expansion_search,
+                        expansion_search=manifest.expansion_search, remember=not self.readonly,
                     )
                 transform = adapt.load(self.folder, manifest.adaptation, dim=manifest.dim) if manifest.adaptation else None
                 break
@@ -588,6 +590,7 @@ class Catalog:
                 )
             if old is not None and (base is None or old.file != base.file):
                 (self.folder / old.file).unlink(missing_ok=True)  # readers keep their mapping
+                (self.folder / (old.file + base_index.INTACT_SUFFIX)).unlink(missing_ok=True)
             if old_adaptation is not None and (info is None or old_adaptation.file != info.file):
                 (self.folder / old_adaptation.file).unlink(missing_ok=True)  # readers hold it in memory
             with self._read_mutex:

@@ -14,6 +14,7 @@ import numpy as np
 from snapmatch.sdk.catalog import base_index, store
 from snapmatch.sdk.catalog.adaptation import Adaptation
 from snapmatch.sdk.catalog.manifest import BaseInfo, Manifest
+from snapmatch.sdk.errors import CatalogCorruptError
 
 REBUILD_SHARE = 0.25  # rebuild the graph instead of patching it once this share of the base is tombstoned
 # Graph effort of a base that is searched exactly (no search walks its graph): 20k vectors build in
@@ -52,8 +53,11 @@ def build_next_base(
         or len(tombstones) > REBUILD_SHARE * max(old.count, 1)
         or (not cheap and old.expansion_add < manifest.expansion_add)  # outgrew its cheap graph
     )
-    if not full and old is not None and not base_index.intact(folder, old):
-        full = True  # never patch a damaged graph (usearch may crash on it): rebuild it from the database
+    if not full and old is not None:
+        try:
+            base_index.check_intact(folder, old, remember=True)
+        except CatalogCorruptError:
+            full = True  # never patch a damaged graph (usearch may crash on it): rebuild it from the database
 
     def adapted(vectors: np.ndarray) -> np.ndarray:
         return adaptation.apply(vectors) if adaptation is not None else vectors

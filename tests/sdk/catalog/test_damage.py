@@ -148,16 +148,21 @@ def test_a_lost_wal_loses_no_acknowledged_write(tmp_path):
         assert sorted(p.id for p in reopened.products()) == ["p0", "p2", "p3", "p4"]
 
 
-def test_compaction_never_patches_a_damaged_base(vector_catalog):
+def test_a_damaged_graph_is_refused_before_search_and_rebuilt_by_the_writer(vector_catalog):
     manifest = json.loads((vector_catalog / "manifest.json").read_text())
     base = vector_catalog / manifest["base"]["file"]
     data = bytearray(base.read_bytes())
-    data[-9] ^= 0x10  # inside the graph, past every header check
+    data[-9] ^= 0x10  # inside the graph, past every header check: a search through it may crash
     base.write_bytes(bytes(data))
+    for readonly in (True, False):  # hashed before any search: refused, never traversed
+        with pytest.raises(CatalogCorruptError, match="SHA-256"):
+            Catalog.open(vector_catalog, readonly=readonly)
+    Catalog.open(vector_catalog, rebuild_base=True).close()  # what verify --repair does
     rng = np.random.default_rng(4)
     with Catalog.open(vector_catalog) as catalog:
         catalog.add("more", unit(rng, 1))
         assert catalog.compact()
+    Catalog.open(vector_catalog, readonly=True).close()
     problems = verify_catalog(vector_catalog).problems  # a vector-only catalog has no model.onnx to check
     assert [p for p in problems if "model.onnx" not in p] == []  # rebuilt from the database, not patched
 
@@ -174,3 +179,19 @@ def test_a_new_catalog_folder_is_made_durable_in_its_parent(tmp_path, monkeypatc
     assert synced == [str(tmp_path), str(tmp_path / "shops"), str(tmp_path / "shops" / "north")]
     fsutil.make_dir_durably(tmp_path / "shops")  # already there: nothing to sync
     assert len(synced) == 3
+
+
+def test_an_unchanged_base_is_hashed_once(vector_catalog, monkeypatch):
+    from snapmatch.sdk.catalog import base_index
+
+    calls = []
+    real = base_index.file_sha256
+    monkeypatch.setattr(base_index, "file_sha256", lambda path: (calls.append(path), real(path))[1])
+    for _ in range(3):
+        Catalog.open(vector_catalog, readonly=True).close()
+    assert calls == []  # the writer that wrote it remembered the check
+    manifest = json.loads((vector_catalog / "manifest.json").read_text())
+    (vector_catalog / (manifest["base"]["file"] + base_index.INTACT_SUFFIX)).unlink()
+    Catalog.open(vector_catalog, readonly=True).close()
+    Catalog.open(vector_catalog, readonly=True).close()
+    assert len(calls) == 2  # a reader cannot remember: it hashes (a writer's open would remember)
