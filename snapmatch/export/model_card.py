@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from snapmatch.sdk.catalog.base_index import file_sha256
+from snapmatch.sdk.fsutil import file_sha256
 from snapmatch.sdk.model.embedder import Embedder
 
 

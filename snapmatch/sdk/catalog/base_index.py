@@ -10,7 +10,6 @@ here at open and a SHA-256 by `verify`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 from snapmatch.sdk.catalog._usearch import Index, usearch
 from snapmatch.sdk.catalog.manifest import BaseInfo
 from snapmatch.sdk.errors import CatalogCorruptError, CatalogError
-from snapmatch.sdk.fsutil import atomic_write_bytes, fsync_dir, fsync_file
+from snapmatch.sdk.fsutil import atomic_write_bytes, file_sha256, fsync_dir, fsync_file
 
 # Graph degree of new catalogs. Measured on 100k vectors shaped like real embeddings (docs/BENCHMARKS.md):
 # 32 reaches a recall that 16 needs twice the search effort for, for ~10% more file per f32 vector.
@@ -177,10 +176,3 @@ def same_format(info: BaseInfo) -> bool:
     """True when the installed usearch reads this base safely (same major.minor as its writer)."""
     return info.usearch_version.split(".")[:2] == usearch.__version__.split(".")[:2]
 
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -25,12 +25,16 @@ from snapmatch.sdk.catalog import adaptation as adapt
 from snapmatch.sdk.catalog import base_index, compaction, self_calibration, store
 from snapmatch.sdk.catalog._usearch import Index
 from snapmatch.sdk.catalog.adaptation import Adaptation
-from snapmatch.sdk.catalog.calibration import CalibrationReport, DecisionRule, fit_rule, guard_calibration
+from snapmatch.sdk.catalog.calibration import (
+    CalibrationReport,
+    DecisionRule,
+    fit_rule,
+    guard_calibration,
+)
 from snapmatch.sdk.catalog.calibration import report as calibration_report
 from snapmatch.sdk.catalog.delta import Delta, DeltaSnapshot
 from snapmatch.sdk.catalog.dense import DenseCache, DenseSnapshot
 from snapmatch.sdk.catalog.lock import WriterLock
-from snapmatch.sdk.fsutil import make_dir_durably
 from snapmatch.sdk.catalog.manifest import (
     Manifest,
     manifest_path,
@@ -56,11 +60,11 @@ from snapmatch.sdk.errors import (
     ProductNotFoundError,
     ReadOnlyError,
 )
+from snapmatch.sdk.fsutil import make_dir_durably
 from snapmatch.sdk.types import Added, Match, Product
 
 LOCK_FILE = "writer.lock"
 VECTOR_DTYPES = ("f32", "f16", "i8")
-NORM_TOLERANCE = 1e-2
 _BASE_FILE = re.compile(r"^base-\d{6}\.usearch$")
 _ADAPT_FILE = re.compile(r"^adapt-\d{6}\.npz$")
 _NOT_FITTED = object()
@@ -804,7 +808,7 @@ class Catalog:
         if not np.isfinite(vectors).all():
             raise EmbeddingError("vectors contain NaN or infinite values")
         norms = np.linalg.norm(vectors, axis=1)
-        if len(norms) and float(np.max(np.abs(norms - 1.0))) > NORM_TOLERANCE:
+        if len(norms) and float(np.max(np.abs(norms - 1.0))) > store.NORM_TOLERANCE:
             raise EmbeddingError("vectors must be L2-normalised (a zero or unnormalised vector was given)")
         return np.ascontiguousarray(vectors)
 

@@ -89,10 +89,6 @@ class DenseIndex:
     def max_key(self) -> int:
         return int(self._keys[self._size - 1]) if self._size else 0
 
-    @property
-    def live(self) -> int:
-        return int(np.count_nonzero(self._codes[: self._size] != REMOVED))
-
     def append(self, keys: np.ndarray, product_ids: list[str], vectors: np.ndarray) -> None:
         """Add rows with keys above every key held (the caller serialises writes)."""
         new = self._size + len(keys)

@@ -18,6 +18,7 @@ from snapmatch.sdk.catalog import adaptation, base_index, store
 from snapmatch.sdk.catalog.catalog import Catalog
 from snapmatch.sdk.catalog.manifest import read_manifest
 from snapmatch.sdk.errors import SnapmatchError
+from snapmatch.sdk.fsutil import file_sha256
 from snapmatch.sdk.model.embedder import Embedder
 
 
@@ -75,7 +76,7 @@ def verify_catalog(folder: str | os.PathLike, *, repair: bool = False) -> Verify
     if manifest.base is not None:
         try:
             base_index.check_base(folder, manifest.base, dim=manifest.dim, dtype=manifest.vector_dtype)
-            digest = base_index.file_sha256(folder / manifest.base.file)
+            digest = file_sha256(folder / manifest.base.file)
             if digest != manifest.base.sha256:
                 report.problems.append(f"{manifest.base.file} checksum differs from the manifest: the file is damaged")
                 base_damaged = True
@@ -89,7 +90,7 @@ def verify_catalog(folder: str | os.PathLike, *, repair: bool = False) -> Verify
             report.problems.append(str(exc))
             base_damaged = True  # repair refits it, and rebuilds the base under the new fit
     model = folder / manifest.model_file
-    if manifest.model_sha256 and model.is_file() and base_index.file_sha256(model) != manifest.model_sha256:
+    if manifest.model_sha256 and model.is_file() and file_sha256(model) != manifest.model_sha256:
         report.problems.append(f"{model} is damaged: its SHA-256 differs from the one the catalog recorded")
         report.unrepairable = True
     try:
