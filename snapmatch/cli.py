@@ -27,6 +27,7 @@ COMMANDS = {
     "export": ("snapmatch.commands.export:export", "Export a checkpoint to ONNX, int8, parity report (needs snapmatch[train])."),
     "benchmark": ("snapmatch.commands.benchmark:benchmark", "Profile latency, accuracy, scale and memory on this machine."),
     "watch": ("snapmatch.commands.watch:watch", "Name the products a camera or video sees, live, as JSON events."),
+    "serve": ("snapmatch.commands.serve:serve", "Serve a catalog over HTTP: identify, search, add and remove (needs snapmatch[serve])."),
 }
 
 

@@ -812,6 +812,10 @@ class Catalog:
             raise EmbeddingError("vectors must be L2-normalised (a zero or unnormalised vector was given)")
         return np.ascontiguousarray(vectors)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def _check_open(self) -> None:
         if self._closed:
             raise CatalogClosedError(f"catalog {self.folder} is closed")
