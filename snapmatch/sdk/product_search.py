@@ -15,6 +15,7 @@ import numpy as np
 from snapmatch.sdk.catalog.calibration import DecisionRule
 from snapmatch.sdk.catalog.catalog import Catalog, check_product_id
 from snapmatch.sdk.catalog.manifest import manifest_path, read_manifest
+from snapmatch.sdk.catalog.store import io_error
 from snapmatch.sdk.errors import (
     CalibrationWarning,
     CatalogCorruptError,
@@ -96,8 +97,11 @@ class ProductSearch:
         if manifest_path(folder).exists():
             raise CatalogExistsError(f"a catalog already exists at {folder}")
         _refuse_foreign_files(folder)
-        make_dir_durably(folder)  # a power cut must not take the new folder, and the catalog in it, away
-        _copy_durably(embedder.path, folder / "model.onnx")
+        try:
+            make_dir_durably(folder)  # a power cut must not take the new folder, and the catalog in it, away
+            _copy_durably(embedder.path, folder / "model.onnx")
+        except OSError as exc:
+            raise io_error(folder, exc) from None
         catalog = Catalog.create(
             folder,
             model_id=spec.model_id,

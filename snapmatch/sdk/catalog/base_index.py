@@ -14,6 +14,7 @@ import json
 import os
 from pathlib import Path
 
+from snapmatch.sdk.catalog import store
 from snapmatch.sdk.catalog._usearch import Index, usearch
 from snapmatch.sdk.catalog.manifest import BaseInfo
 from snapmatch.sdk.errors import CatalogCorruptError, CatalogError
@@ -41,8 +42,10 @@ def intact(folder: Path, info: BaseInfo) -> bool:
     """Whether the base file is byte for byte the one the manifest describes (its SHA-256)."""
     try:
         return file_sha256(folder / info.file) == info.sha256
-    except OSError:
+    except FileNotFoundError:
         return False
+    except OSError as exc:  # it could not be read, which says nothing about its bytes
+        raise store.io_error(folder, exc) from None
 
 
 def load_for_update(folder: Path, info: BaseInfo) -> Index:

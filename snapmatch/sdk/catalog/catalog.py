@@ -9,6 +9,7 @@ any step leaves a catalog that answers as before or as after.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -592,11 +593,14 @@ class Catalog:
                     "INSERT INTO meta VALUES ('generation', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                     (str(generation),),
                 )
-            if old is not None and (base is None or old.file != base.file):
-                (self.folder / old.file).unlink(missing_ok=True)  # readers keep their mapping
-                (self.folder / (old.file + base_index.INTACT_SUFFIX)).unlink(missing_ok=True)
-            if old_adaptation is not None and (info is None or old_adaptation.file != info.file):
-                (self.folder / old_adaptation.file).unlink(missing_ok=True)  # readers hold it in memory
+            # The compaction is done: removing what it replaced is cleanup, which the next writer's
+            # open finishes if it fails here (an I/O error must not report a done compaction as failed).
+            with contextlib.suppress(OSError):
+                if old is not None and (base is None or old.file != base.file):
+                    (self.folder / old.file).unlink(missing_ok=True)  # readers keep their mapping
+                    (self.folder / (old.file + base_index.INTACT_SUFFIX)).unlink(missing_ok=True)
+                if old_adaptation is not None and (info is None or old_adaptation.file != info.file):
+                    (self.folder / old_adaptation.file).unlink(missing_ok=True)  # readers hold it in memory
             with self._read_mutex:
                 self._load_state()
             if new_metric:

@@ -9,6 +9,7 @@ rows at once and leaves tombstones for the keys the base still holds.
 
 from __future__ import annotations
 
+import errno
 import logging
 import sqlite3
 import time
@@ -108,15 +109,42 @@ def connect(folder: Path, *, readonly: bool, create: bool = False) -> sqlite3.Co
 
 @contextmanager
 def translate_errors(folder: Path):
-    """sqlite3's errors as snapmatch's: a damaged page is CatalogCorruptError, anything else CatalogError."""
+    """sqlite3's and the file system's errors as snapmatch's.
+
+    Only what SQLite calls damage (SQLITE_CORRUPT, SQLITE_NOTADB) is CatalogCorruptError: an
+    I/O error (a failing or full disk, a device that went away) is CatalogError, with advice
+    to retry, never to restore a catalog that may be sound.
+    """
     try:
         yield
-    except sqlite3.OperationalError as exc:
-        raise CatalogError(f"catalog database {folder / DATABASE}: {exc}") from None
     except sqlite3.DatabaseError as exc:
-        raise CatalogCorruptError(
-            f"catalog database {folder / DATABASE} is damaged ({exc}); restore it from a backup"
-        ) from None
+        code = getattr(exc, "sqlite_errorcode", None)
+        damaged = code is not None and code & 0xFF in (SQLITE_CORRUPT, SQLITE_NOTADB)
+        if damaged or (code is None and not isinstance(exc, sqlite3.OperationalError)):
+            raise CatalogCorruptError(
+                f"catalog database {folder / DATABASE} is damaged ({exc}); restore it from a backup"
+            ) from None
+        raise CatalogError(f"catalog database {folder / DATABASE}: {exc}") from None
+    except OSError as exc:
+        raise io_error(folder, exc) from None
+
+
+SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26
+
+
+_IO_ADVICE = {
+    errno.ENOSPC: "the disk is full: free some space and retry",
+    errno.EDQUOT: "the disk quota is used up: free some space and retry",
+    errno.EIO: "the device failed to read or write; the catalog is not known to be damaged: retry once it works",
+}
+
+
+def io_error(folder: Path, exc: OSError) -> CatalogError:
+    """An I/O error as the catalog reports it: never as damage (a sound catalog must not be thrown away)."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    advice = _IO_ADVICE.get(exc.errno, "the catalog is not known to be damaged") if exc.errno is not None else \
+        "the catalog is not known to be damaged"
+    return CatalogError(f"I/O error in catalog {folder}{where}: {exc.strerror or exc}; {advice}")
 
 
 class Transaction:

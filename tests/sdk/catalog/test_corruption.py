@@ -46,7 +46,19 @@ queries = job["queries"]
 import snapmatch
 from snapmatch.sdk.catalog.catalog import Catalog
 
+import logging
+reported = []  # what snapmatch logged about damage during one attempt: damage it reports is not silent
+class Collect(logging.Handler):
+    def emit(self, record):
+        reported.append(record.getMessage())
+logging.getLogger("snapmatch").addHandler(Collect(logging.WARNING))
+
 def attempt(folder, mode):
+    reported.clear()
+    result = _attempt(folder, mode)
+    return {**result, "reported": list(reported)} if reported else result
+
+def _attempt(folder, mode):
     try:
         if mode == "catalog":
             with Catalog.open(folder, readonly=True) as catalog:
@@ -259,10 +271,16 @@ class Outcome:
     stderr: str
 
 
-def run_children(jobs: dict[str, Path], queries: list[str], work: Path, *, parallel: int = 2) -> dict[str, Outcome]:
+HUNG = -1000  # an Outcome.returncode: the child stopped answering on this case and was killed
+
+
+def run_children(jobs: dict[str, Path], queries: list[str], work: Path, *, parallel: int = 2,
+                 case_timeout: float = 60.0) -> dict[str, Outcome]:
     """Open every folder in child processes, `parallel` children at a time, each taking a share of the cases.
 
     A child that crashes is charged to the case it was handling; a new child goes on with the next case.
+    A child that runs longer than case_timeout per case it was given is killed, and the case in
+    progress is charged as hung (HUNG).
     """
     names = list(jobs)
     shares = [names[i::parallel] for i in range(parallel)]
@@ -282,10 +300,18 @@ def run_children(jobs: dict[str, Path], queries: list[str], work: Path, *, paral
             running.append((share, child))
         shares = []
         for share, child in running:
-            stdout, stderr = child.communicate(timeout=300)
+            try:
+                stdout, stderr = child.communicate(timeout=case_timeout * len(share))
+                hung = False
+            except subprocess.TimeoutExpired:
+                child.kill()
+                stdout, stderr = child.communicate()
+                hung = True
             results: dict[str, dict] = {}
             current = None
             for line in stdout.splitlines():
+                if not line.startswith('{"case"'):
+                    continue  # something a library printed (onnxruntime prints some errors to stdout)
                 record = json.loads(line)
                 current = record.pop("case")
                 if not record.pop("begin", False):
@@ -296,7 +322,8 @@ def run_children(jobs: dict[str, Path], queries: list[str], work: Path, *, paral
             if child.returncode != 0:
                 # the case in progress takes the blame; the rest go to a new child
                 crashed = current if current not in done else share[len(done)]
-                outcomes[crashed] = Outcome(jobs[crashed], child.returncode or -1, results.get(crashed, {}), stderr)
+                code = HUNG if hung else child.returncode or -1
+                outcomes[crashed] = Outcome(jobs[crashed], code, results.get(crashed, {}), stderr)
                 rest = share[share.index(crashed) + 1:]
                 if rest:
                     shares.append(rest)
