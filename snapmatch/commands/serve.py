@@ -60,13 +60,15 @@ def bind(host: str, port: int) -> socket.socket:
               help="Most images in one model call when batching concurrent lookups (1: no batching).")
 @click.option("--batch-wait-ms", type=click.FloatRange(min=0), default=2.0, show_default=True,
               help="How long a lookup waits for others to share its model call.")
+@click.option("--read-timeout", type=click.FloatRange(min=0.001), default=30.0, show_default=True,
+              help="Seconds a request body may take to arrive (slower: 408), so stalled clients cannot hold the queue.")
 @click.option("--wait", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Seconds to wait for another writer to close the catalog.")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
               show_default=True, help="uvicorn's log level (info logs every request).")
 def serve(catalog: Path, host: str, port: int, threads: int | None, token_file: Path | None, auth_reads: bool,
           readonly: bool, max_body_mb: float, max_images: int, max_queue: int, max_batch: int,
-          batch_wait_ms: float, wait: float, log_level: str) -> None:
+          batch_wait_ms: float, read_timeout: float, wait: float, log_level: str) -> None:
     """Serve a catalog over HTTP: identify and search photos, add and remove products.
 
     The API is under /v1 (OpenAPI docs at /docs, schema at /openapi.json),
@@ -90,7 +92,7 @@ def serve(catalog: Path, host: str, port: int, threads: int | None, token_file: 
     try:
         token = load_token(token_file)
         limits = Limits(max_body_bytes=int(max_body_mb * 1_000_000), max_images=max_images, max_queue=max_queue,
-                        max_batch=max_batch, batch_wait_ms=batch_wait_ms)
+                        max_batch=max_batch, batch_wait_ms=batch_wait_ms, read_timeout_s=read_timeout)
         app = create_app(catalog, token=token, auth_reads=auth_reads, limits=limits, threads=threads,
                          readonly=readonly, wait=wait)
     except ValueError as exc:

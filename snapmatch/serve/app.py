@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import anyio.to_thread
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -31,6 +32,8 @@ from snapmatch.serve.metrics import CONTENT_TYPE, Metrics
 from snapmatch.serve.uploads import Limits, Upload, read_upload
 
 MAX_K = 1000
+WRITE_THREADS = 2  # one writes while the next embeds its photos
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
 
 _IMAGE_BODY = {
     "requestBody": {
@@ -75,7 +78,13 @@ def create_app(catalog: Any, *, token: str | None = None, auth_reads: bool = Fal
     search = ProductSearch.open(catalog, readonly=readonly, threads=threads, wait=wait) if owned else catalog
     metrics = Metrics()
     lookups = LookupQueue(search, limits, metrics)
-    writes = Gate(limits.max_queue, metrics, "write")  # each holds up to a body in memory: bounded too
+    writes = Gate(limits.max_queue, metrics, "write", gauge=metrics.write_depth)  # each holds up to a body in memory: bounded too
+    # Writes take turns for the catalog's one writer: queued ones wait here, not in the thread pool
+    # that lookups and listings need.
+    write_threads = anyio.CapacityLimiter(WRITE_THREADS)
+
+    async def in_writer(function: Callable, *args):
+        return await anyio.to_thread.run_sync(function, *args, limiter=write_threads)
     state = {"ready": True}
 
     @asynccontextmanager
@@ -107,29 +116,32 @@ def create_app(catalog: Any, *, token: str | None = None, auth_reads: bool = Fal
             return response
         finally:
             endpoint = getattr(request.scope.get("route"), "path", "unmatched").replace(":path}", "}")
-            metrics.observe(endpoint, request.method, status, time.perf_counter() - start)
+            method = request.method if request.method in METHODS else "other"  # a client picks it: bounded labels
+            metrics.observe(endpoint, method, status, time.perf_counter() - start)
 
     # --- looking up -------------------------------------------------------------------
 
-    async def lookup(request: Request, k: int) -> tuple[list[tuple[str, list | None, str | None]], float]:
-        """(image name, matches or None, error or None) per image of the request, and the request's ms."""
+    async def lookup(request: Request, k: int) -> tuple[list[tuple[str, list | None, str | None]], Any, float]:
+        """(image name, matches or None, error or None) per image of the request, the catalog's rule, and the
+        request's ms."""
         auth.read(request)
         start = time.perf_counter()
         with lookups.admit() as ticket:
             upload = await read_upload(request, limits)
-            prepared = await anyio.to_thread.run_sync(_preprocess_all, search, upload)
+            # The rule is read in the worker thread too: it may refresh the catalog's state (SQLite, files).
+            prepared, rule = await anyio.to_thread.run_sync(_preprocess_all, search, upload)
             good = [array for _, array, _ in prepared if array is not None]
             if not good:  # nothing could be read: the request itself is bad (its first image says why)
                 raise next(error for _, _, error in prepared if error is not None)
             found = iter(await lookups.lookup(ticket, good, k))
         rows = [(name, next(found) if array is not None else None, None if error is None else str(error))
                 for name, array, error in prepared]
-        return rows, (time.perf_counter() - start) * 1000.0
+        return rows, rule, (time.perf_counter() - start) * 1000.0
 
     @app.post("/v1/search", tags=["lookup"], openapi_extra=_IMAGE_BODY,
               summary="The k best products for each image (the shape of `snapmatch search --json`)")
     async def search_images(request: Request, k: int = Query(5, ge=1, le=MAX_K)) -> dict:
-        rows, ms = await lookup(request, k)
+        rows, _, ms = await lookup(request, k)
         return {"k": k, "results": [
             {"image": name, "matches": None if matches is None else [m.to_dict() for m in matches],
              "error": error, "ms": round(ms, 2)} for name, matches, error in rows]}
@@ -137,8 +149,7 @@ def create_app(catalog: Any, *, token: str | None = None, auth_reads: bool = Fal
     @app.post("/v1/identify", tags=["lookup"], openapi_extra=_IMAGE_BODY,
               summary="Name the product in each image, or say it is unknown (`snapmatch identify --json`)")
     async def identify(request: Request) -> dict:
-        rule = search.rule
-        rows, ms = await lookup(request, 1)
+        rows, rule, ms = await lookup(request, 1)
         results = []
         for name, matches, error in rows:
             answer = Identification.judge(matches[0] if matches else None, rule).to_dict() if error is None \
@@ -163,8 +174,8 @@ def create_app(catalog: Any, *, token: str | None = None, auth_reads: bool = Fal
         product_id = check_product_id(product_id)
         with writes.enter():
             upload = await read_upload(request, limits)
-            keys = await anyio.to_thread.run_sync(search.add_images, product_id, [data for _, data in upload.images])
-            product = await anyio.to_thread.run_sync(search.catalog.product, product_id)
+            keys = await in_writer(search.add_images, product_id, [data for _, data in upload.images])
+            product = await in_writer(search.catalog.product, product_id)
         return {"product_id": product_id, "image_keys": keys, "product": product.to_dict()}
 
     @app.get("/v1/products/{product_id:path}", tags=["products"], summary="One product")
@@ -180,14 +191,13 @@ def create_app(catalog: Any, *, token: str | None = None, auth_reads: bool = Fal
         product_id = check_product_id(product_id)
         with writes.enter():
             upload = await read_upload(request, limits)
-            return await anyio.to_thread.run_sync(_create_product, search, product_id, upload,
-                                                  upload.fields.get("name", name))
+            return await in_writer(_create_product, search, product_id, upload, upload.fields.get("name", name))
 
     @app.delete("/v1/products/{product_id:path}", tags=["products"], summary="Remove a product and its photos")
     async def delete_product(request: Request, product_id: str) -> dict:
         auth.write(request)
         with writes.enter():
-            removed = await anyio.to_thread.run_sync(search.remove_product, check_product_id(product_id))
+            removed = await in_writer(search.remove_product, check_product_id(product_id))
         return {"product_id": product_id, "removed_images": removed}
 
     # --- the catalog ------------------------------------------------------------------------
@@ -196,7 +206,7 @@ def create_app(catalog: Any, *, token: str | None = None, auth_reads: bool = Fal
     async def compact(request: Request, rebuild: bool = Query(False)) -> dict:
         auth.write(request)
         with writes.enter():
-            changed = await anyio.to_thread.run_sync(lambda: search.compact(rebuild=rebuild))
+            changed = await in_writer(lambda: search.compact(rebuild=rebuild))
         return {"compacted": changed}
 
     @app.get("/v1/catalog", tags=["catalog"], summary="Model id, counts, decision rule (`snapmatch catalog info`)")
@@ -226,15 +236,16 @@ def create_app(catalog: Any, *, token: str | None = None, auth_reads: bool = Fal
     return app
 
 
-def _preprocess_all(search, upload: Upload) -> list[tuple[str, Any, SnapmatchError | None]]:
-    """(name, model input or None, error or None) per image: one unreadable image does not fail the others."""
+def _preprocess_all(search, upload: Upload) -> tuple[list[tuple[str, Any, SnapmatchError | None]], Any]:
+    """(name, model input or None, error or None) per image (one unreadable image does not fail the others),
+    and the catalog's decision rule."""
     prepared: list[tuple[str, Any, SnapmatchError | None]] = []
     for name, data in upload.images:
         try:
             prepared.append((name, search.embedder.preprocess(data), None))
         except SnapmatchError as exc:
             prepared.append((name, None, type(exc)(str(exc).replace("image bytes", f"image {name!r}"))))
-    return prepared
+    return prepared, search.rule
 
 
 def _create_product(search, product_id: str, upload: Upload, name: str | None) -> dict:

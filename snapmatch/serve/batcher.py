@@ -125,7 +125,7 @@ class LookupQueue:
         job = _Job(inputs, k, Future())
         with self._wakeup:
             if self._closed:
-                raise HTTPProblem(503, "ShuttingDown", "the server is shutting down")
+                raise HTTPProblem(503, "ShuttingDown", "the server is shutting down", {"Retry-After": str(RETRY_AFTER_S)})
             self._jobs.append(job)
             self._arrived(ticket)  # the condition's lock is reentrant
         return await asyncio.wrap_future(job.future)
@@ -167,10 +167,15 @@ class LookupQueue:
         return jobs
 
     def _run(self, jobs: list[_Job]) -> None:
+        # A request cancelled while it waited (its client went, a shutdown timeout) is dropped here;
+        # from now on the others' futures cannot be cancelled under us.
+        jobs = [job for job in jobs if job.future.set_running_or_notify_cancel()]
+        if not jobs:
+            return
         inputs = [image for job in jobs for image in job.inputs]
         self.metrics.batch_images.observe(len(inputs))
         try:
-            vectors = self.search.embedder.embed_preprocessed(inputs)
+            vectors = self.search.embedder.embed_batch(np.stack(inputs))  # one model call for the batch
             starts = np.cumsum([0] + [len(job.inputs) for job in jobs])
             # One search per distinct k: a result never depends on what else shared its batch.
             for k in sorted({job.k for job in jobs}):
@@ -182,7 +187,7 @@ class LookupQueue:
                     count = len(jobs[i].inputs)
                     jobs[i].future.set_result(results[offset:offset + count])
                     offset += count
-        except Exception as exc:  # every waiting request gets the error; the worker keeps serving
+        except Exception as exc:  # noqa: BLE001  every waiting request gets the error; the worker keeps serving
             for job in jobs:
                 if not job.future.done():
                     job.future.set_exception(exc)

@@ -28,6 +28,8 @@ class Metrics:
                                  ["endpoint"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.queue_depth = Gauge("snapmatch_lookup_queue_depth", "Lookup requests admitted and not yet answered",
                                  registry=self.registry)
+        self.write_depth = Gauge("snapmatch_write_queue_depth", "Write requests admitted and not yet answered",
+                                 registry=self.registry)
         self.rejected = Counter("snapmatch_rejected_requests", "Requests refused before any work, by reason",
                                 ["reason"], registry=self.registry)
         self.batch_images = Histogram("snapmatch_model_batch_images", "Images per model call",

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
+import anyio
 from starlette.formparsers import MultiPartException, MultiPartParser
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from snapmatch.serve.errors import HTTPProblem
 
@@ -26,7 +27,8 @@ class Limits:
     max_queue: lookup requests admitted at once (answered or waiting); one
     more gets 503 with Retry-After. max_batch and batch_wait_ms: micro-batching
     of concurrent lookups into one model call (max_batch 1: no batching, each
-    request runs its own call).
+    request runs its own call). read_timeout_s: a body that takes longer to
+    arrive is refused (408), so stalled clients cannot hold the queue.
     """
 
     max_body_bytes: int = 20_000_000
@@ -34,6 +36,7 @@ class Limits:
     max_queue: int = 64
     max_batch: int = 16
     batch_wait_ms: float = 2.0
+    read_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         for name in ("max_body_bytes", "max_images", "max_queue", "max_batch"):
@@ -41,6 +44,8 @@ class Limits:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
         if self.batch_wait_ms < 0:
             raise ValueError(f"batch_wait_ms must be 0 or more, not {self.batch_wait_ms}")
+        if self.read_timeout_s <= 0:
+            raise ValueError(f"read_timeout_s must be above 0, not {self.read_timeout_s}")
 
 
 @dataclass
@@ -66,6 +71,17 @@ async def _limited(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
 
 async def read_upload(request: Request, limits: Limits) -> Upload:
     """The images of a request: multipart/form-data file parts, else the raw body as one image."""
+    try:
+        with anyio.fail_after(limits.read_timeout_s):
+            return await _read_upload(request, limits)
+    except TimeoutError:
+        raise HTTPProblem(408, "RequestTimeout", f"the request body did not arrive within {limits.read_timeout_s:g} s"
+                          ) from None
+    except ClientDisconnect:
+        raise HTTPProblem(499, "ClientDisconnected", "the client went away before its body arrived") from None
+
+
+async def _read_upload(request: Request, limits: Limits) -> Upload:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limits.max_body_bytes:
         raise _too_large(limits.max_body_bytes)  # refused before a byte of it is read
@@ -82,8 +98,8 @@ async def read_upload(request: Request, limits: Limits) -> Upload:
 
 
 async def _read_multipart(request: Request, limits: Limits) -> Upload:
-    parser = MultiPartParser(request.headers, _limited(request, limits.max_body_bytes),
-                             max_files=limits.max_images, max_fields=16, max_part_size=MAX_FIELD_BYTES)
+    parser = _CompleteMultiPartParser(request.headers, _limited(request, limits.max_body_bytes),
+                                      max_files=limits.max_images, max_fields=16, max_part_size=MAX_FIELD_BYTES)
     try:
         form = await parser.parse()
     except MultiPartException as exc:
@@ -91,8 +107,9 @@ async def _read_multipart(request: Request, limits: Limits) -> Upload:
             raise HTTPProblem(413, "TooManyImages",
                               f"at most {limits.max_images} images in one request") from None
         raise HTTPProblem(400, "MalformedMultipart", f"the multipart body cannot be read: {exc}") from None
-    except KeyError:  # Starlette reads the boundary from a Content-Type it expects to have one
-        raise HTTPProblem(400, "MalformedMultipart", "the multipart Content-Type has no boundary") from None
+    if not parser.complete:  # a cut-off body would otherwise lose its last part without a word
+        await form.close()
+        raise HTTPProblem(400, "MalformedMultipart", "the multipart body ends before its closing boundary")
     upload = Upload()
     try:
         for key, value in form.multi_items():
@@ -103,3 +120,12 @@ async def _read_multipart(request: Request, limits: Limits) -> Upload:
     finally:
         await form.close()
     return upload
+
+
+class _CompleteMultiPartParser(MultiPartParser):
+    """Starlette's parser, noting whether the closing boundary arrived."""
+
+    complete = False
+
+    def on_end(self) -> None:
+        self.complete = True

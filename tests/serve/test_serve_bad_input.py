@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import select
+import socket
 import struct
 import zlib
+
+import httpx
 
 import pytest
 
@@ -24,9 +28,7 @@ def _png_header(width: int, height: int) -> bytes:
 
 
 def _chunks(total: int, size: int = 1 << 20):
-    sent = 0
-    while sent < total:
-        sent += size
+    for _ in range(0, total, size):
         yield b"\0" * size
 
 
@@ -49,6 +51,10 @@ BAD = {
                             "MalformedMultipart"),
     "multipart without boundary": (dict(method="POST", url="/v1/search", content=b"x",
                                         headers={"Content-Type": "multipart/form-data"}), 400, "MalformedMultipart"),
+    "multipart cut before its closing boundary": (dict(method="POST", url="/v1/identify", content=(
+        b"--zzz\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.jpg\"\r\n"
+        b"Content-Type: image/jpeg\r\n\r\n" + PHOTO), headers={"Content-Type": "multipart/form-data; boundary=zzz"}),
+        400, "MalformedMultipart"),
     "multipart without files": (dict(method="POST", url="/v1/identify", files={"name": (None, "x")}), 400, "NoImage"),
     "k of 0": (dict(method="POST", url="/v1/search?k=0", content=PHOTO), 422, "InvalidParameter"),
     "k not a number": (dict(method="POST", url="/v1/search?k=many", content=PHOTO), 422, "InvalidParameter"),
@@ -95,6 +101,25 @@ def test_bad_request_gets_its_status_and_a_json_error(strict_server, case):
     # ... and the server still answers
     follow = strict_server.client.post("/v1/identify", content=PHOTO)
     assert follow.status_code == 200 and follow.json()["results"][0]["product"]["product_id"] == pid(2)
+
+
+def test_an_upload_over_the_limit_is_answered_before_it_is_all_sent(strict_server):
+    """A raw chunked upload of up to 50 MB, sent 256 KB at a time: the 413 comes while most is still unsent."""
+    url = httpx.URL(strict_server.url)
+    chunk = b"\0" * (256 * 1024)
+    sent = 0
+    with socket.create_connection((url.host, url.port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/identify HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n")
+        while sent < 50_000_000 and not select.select([sock], [], [], 0.01)[0]:
+            try:
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            except OSError:  # the server closed the connection after answering
+                break
+            sent += len(chunk)
+        head = sock.recv(65536)
+    assert head.startswith(b"HTTP/1.1 413"), head[:200]
+    assert sent < 20_000_000, f"{sent:,} bytes went out before the answer (the limit is 3 MB)"
 
 
 def test_nothing_bad_input_did_reached_the_catalog(strict_server):

@@ -29,20 +29,29 @@ def test_concurrent_clients_below_the_queue_limit_all_get_answers(server):
     assert calls < 160
 
 
+def _held(photo: bytes, release: threading.Event):
+    """The photo as a body whose last part is sent only once `release` is set: a request kept in flight."""
+    half = len(photo) // 2
+    yield photo[:half]
+    assert release.wait(30)
+    yield photo[half:]
+
+
 def _slow(photo: bytes, parts: int = 5, pause_s: float = 0.15):
-    """The photo as a body that takes parts x pause_s to arrive: a request that stays in flight that long."""
+    """The photo as a body that takes parts x pause_s to arrive."""
     step = -(-len(photo) // parts)
     for start in range(0, len(photo), step):
         time.sleep(pause_s)
         yield photo[start:start + step]
 
 
-def _post_in_threads(url: str, bodies: list) -> tuple[list[threading.Thread], list[httpx.Response]]:
+def _post_in_threads(url: str, bodies: list, path: str = "/v1/identify", method: str = "POST",
+                     headers: dict | None = None) -> tuple[list[threading.Thread], list[httpx.Response]]:
     answers: list[httpx.Response] = []
 
     def client(body) -> None:
         with httpx.Client(base_url=url, timeout=30) as own:
-            answers.append(own.post("/v1/identify", content=body))
+            answers.append(own.request(method, path, content=body, headers=headers))
 
     threads = [threading.Thread(target=client, args=(body,)) for body in bodies]
     for thread in threads:
@@ -50,15 +59,28 @@ def _post_in_threads(url: str, bodies: list) -> tuple[list[threading.Thread], li
     return threads, answers
 
 
+def _wait_for_depth(server: Server, depth: int, metric: str = "snapmatch_lookup_queue_depth") -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if f"{metric} {float(depth)}" in server.client.get("/metrics").text:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{metric} never reached {depth}")
+
+
 def test_past_the_queue_limit_requests_get_503_with_retry_after(tmp_path, model_path):
     catalog = make_catalog(tmp_path / "catalog", model_path)
     server = Server(catalog, tmp_path / "log", "--max-queue", "2")
     try:
-        # Two slow uploads hold both places in the queue while ten more requests come.
-        slow, held = _post_in_threads(server.url, [_slow(PHOTOS[0]), _slow(PHOTOS[1])])
-        time.sleep(0.3)
+        # Two uploads held open take both places in the queue while ten more requests come.
+        release = threading.Event()
+        held_threads, held = _post_in_threads(server.url, [_held(PHOTOS[0], release), _held(PHOTOS[1], release)])
+        _wait_for_depth(server, 2)
         quick, refused = _post_in_threads(server.url, PHOTOS * 2)
-        for thread in slow + quick:
+        for thread in quick:
+            thread.join()
+        release.set()
+        for thread in held_threads:
             thread.join()
         assert [response.status_code for response in held] == [200, 200]
         assert [response.status_code for response in refused] == [503] * 10
@@ -73,16 +95,36 @@ def test_past_the_queue_limit_requests_get_503_with_retry_after(tmp_path, model_
         server.stop()
 
 
+def test_a_body_that_does_not_arrive_in_time_is_refused_and_frees_its_place(tmp_path, model_path):
+    catalog = make_catalog(tmp_path / "catalog", model_path)
+    server = Server(catalog, tmp_path / "log", "--max-queue", "1", "--read-timeout", "0.5")
+    try:
+        stalled = server.client.post("/v1/identify", content=_slow(PHOTOS[0], parts=4, pause_s=0.4))
+        assert stalled.status_code == 408 and stalled.json()["error"]["type"] == "RequestTimeout"
+        assert server.client.post("/v1/identify", content=PHOTOS[0]).status_code == 200
+    finally:
+        server.stop()
+
+
 def test_sigterm_answers_requests_in_flight_then_exits(tmp_path, model_path):
     catalog = make_catalog(tmp_path / "catalog", model_path)
     server = Server(catalog, tmp_path / "log")
-    threads, answers = _post_in_threads(server.url, [_slow(photo) for photo in PHOTOS[:3]])
-    time.sleep(0.3)  # the uploads are under way
-    code = server.stop(signal.SIGTERM)
+    release = threading.Event()
+    threads, answers = _post_in_threads(server.url, [_held(photo, release) for photo in PHOTOS[:3]])
+    _wait_for_depth(server, 3)  # the three are inside the server
+    server.client.close()
+    server.process.send_signal(signal.SIGTERM)
+    time.sleep(0.3)  # the server is shutting down: it waits for them
+    release.set()
+    code = server.process.wait(timeout=30)
+    server.stop()
     for thread in threads:
         thread.join()
     assert [response.status_code for response in answers] == [200, 200, 200]
     assert code in (0, -signal.SIGTERM)
+    # SQLite removes the WAL when its last connection closes: the catalog was closed, not abandoned
+    # (after kill -9 the WAL stays).
+    assert not (catalog / "catalog.sqlite-wal").exists()
     try:
         httpx.get(server.url + "/healthz", timeout=2)
         raise AssertionError("the server still answers after SIGTERM")
@@ -96,19 +138,43 @@ def test_writes_past_the_limit_get_503_too(tmp_path, model_path):
     catalog = make_catalog(tmp_path / "catalog", model_path)
     server = Server(catalog, tmp_path / "log", "--max-queue", "1")
     try:
-        answers: list[httpx.Response] = []
-
-        def slow_put() -> None:
-            with httpx.Client(base_url=server.url, timeout=30) as own:
-                answers.append(own.put("/v1/products/slow", content=_slow(PHOTOS[0]), headers=auth()))
-
-        thread = threading.Thread(target=slow_put)
-        thread.start()
-        time.sleep(0.3)
+        release = threading.Event()
+        threads, answers = _post_in_threads(server.url, [_held(PHOTOS[0], release)], "/v1/products/slow", "PUT",
+                                            auth())
+        _wait_for_depth(server, 1, "snapmatch_write_queue_depth")
         refused = server.client.put("/v1/products/quick", content=PHOTOS[1], headers=auth())
-        thread.join()
+        release.set()
+        for thread in threads:
+            thread.join()
         assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
         assert answers[0].status_code == 201
         assert server.client.put("/v1/products/quick", content=PHOTOS[1], headers=auth()).status_code == 201
     finally:
         server.stop()
+
+
+def test_a_request_cancelled_in_the_queue_does_not_fail_the_others_in_its_batch(tmp_path, model_path):
+    from concurrent.futures import Future
+
+    from snapmatch import ProductSearch
+    from snapmatch.serve.batcher import LookupQueue, _Job
+    from snapmatch.serve.metrics import Metrics
+    from snapmatch.serve.uploads import Limits
+    from tests.model_factory import product_image
+
+    with ProductSearch.open(make_catalog(tmp_path / "catalog", model_path)) as search:
+        queue = LookupQueue(search, Limits(), Metrics())
+        try:
+            jobs = [_Job([search.embedder.preprocess(product_image(p, variant=1))], 1, Future()) for p in range(3)]
+            assert jobs[1].future.cancel()  # its client went away while it waited
+            queue._run(jobs)
+            assert [jobs[i].future.result()[0][0].product_id for i in (0, 2)] == [pid(0), pid(2)]
+        finally:
+            queue.close()
+
+
+def test_made_up_http_methods_share_one_metrics_label(server):
+    for method in ("XAAA", "XBBB"):
+        server.client.request(method, "/v1/identify")
+    metrics = server.client.get("/metrics").text
+    assert 'method="other"' in metrics and "XAAA" not in metrics
