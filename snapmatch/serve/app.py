@@ -78,13 +78,14 @@ def create_app(catalog: Any, *, token: str | None = None, auth_reads: bool = Fal
     search = ProductSearch.open(catalog, readonly=readonly, threads=threads, wait=wait) if owned else catalog
     metrics = Metrics()
     lookups = LookupQueue(search, limits, metrics)
-    writes = Gate(limits.max_queue, metrics, "write", gauge=metrics.write_depth)  # each holds up to a body in memory: bounded too
-    # Writes take turns for the catalog's one writer: queued ones wait here, not in the thread pool
-    # that lookups and listings need.
+    # Each write holds up to a body in memory: bounded too. Writes take turns for the catalog's one
+    # writer, and queued ones wait on their own limiter, not in the thread pool lookups need.
+    writes = Gate(limits.max_queue, metrics, "write", gauge=metrics.write_depth)
     write_threads = anyio.CapacityLimiter(WRITE_THREADS)
 
     async def in_writer(function: Callable, *args):
         return await anyio.to_thread.run_sync(function, *args, limiter=write_threads)
+
     state = {"ready": True}
 
     @asynccontextmanager
@@ -214,7 +215,7 @@ def create_app(catalog: Any, *, token: str | None = None, auth_reads: bool = Fal
         auth.read(request)
         info = await anyio.to_thread.run_sync(search.info)
         info["catalog"] = Path(info["catalog"]).name  # the server's file system is not the client's business
-        return {**info, "writes": auth.writes_enabled and not readonly,
+        return {**info, "writes": auth.writes_enabled and not search.catalog.readonly,
                 "limits": {name: getattr(limits, name) for name in limits.__dataclass_fields__}}
 
     # --- operations ------------------------------------------------------------------------
