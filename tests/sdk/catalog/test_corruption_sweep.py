@@ -33,7 +33,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.sdk.catalog.test_corruption import HUNG, MODES, Outcome, run_children, template  # noqa: F401 (fixture)
+from tests.sdk.catalog.test_corruption import (  # noqa: F401 (fixture)
+    HUNG,
+    MODES,
+    Outcome,
+    run_children,
+    template,
+)
 
 SWEEP_CASES_PER_KIND = int(os.environ.get("SNAPMATCH_SWEEP_CASES", "20"))
 SEED = int(os.environ.get("SNAPMATCH_SWEEP_SEED", "20261202"))
@@ -90,7 +96,7 @@ def classify(outcome: Outcome, intact: dict[str, dict]) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def sweep(template, tmp_path_factory):
+def sweep(template, tmp_path_factory):  # noqa: F811 (pytest passes the imported fixture)
     root = tmp_path_factory.mktemp("sweep")
     rng = random.Random(SEED)
     files = sorted(path.name for path in template.folder.iterdir() if path.is_file() and path.name != "writer.lock")

@@ -15,12 +15,7 @@ from snapmatch import CatalogCorruptError, CatalogError, ProductSearch
 from snapmatch.sdk.catalog import base_index, store
 from snapmatch.sdk.catalog.catalog import Catalog
 from tests.model_factory import product_image
-
-
-def unit(rng, n, dim=16):
-    vectors = rng.standard_normal((n, dim)).astype(np.float32)
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-
+from tests.sdk.catalog.test_damage import unit
 
 QUERIES = unit(np.random.default_rng(7), 5)
 
