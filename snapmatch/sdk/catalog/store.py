@@ -130,8 +130,6 @@ def translate_errors(folder: Path):
 
 
 SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26
-
-
 _IO_ADVICE = {
     errno.ENOSPC: "the disk is full: free some space and retry",
     errno.EDQUOT: "the disk quota is used up: free some space and retry",
@@ -142,8 +140,7 @@ _IO_ADVICE = {
 def io_error(folder: Path, exc: OSError) -> CatalogError:
     """An I/O error as the catalog reports it: never as damage (a sound catalog must not be thrown away)."""
     where = f" ({exc.filename})" if exc.filename else ""
-    advice = _IO_ADVICE.get(exc.errno, "the catalog is not known to be damaged") if exc.errno is not None else \
-        "the catalog is not known to be damaged"
+    advice = _IO_ADVICE.get(exc.errno or 0, "the catalog is not known to be damaged")
     return CatalogError(f"I/O error in catalog {folder}{where}: {exc.strerror or exc}; {advice}")
 
 
