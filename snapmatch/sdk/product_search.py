@@ -475,7 +475,9 @@ def _copy_durably(source: Path, target: Path) -> None:
 
 
 # What a catalog folder may hold before its manifest exists (a create that was interrupted).
-_CATALOG_FILES = ("catalog.sqlite", "catalog.sqlite-wal", "catalog.sqlite-shm", "model.onnx", "writer.lock")
+# What a create interrupted at any point may have left (the rollback journal of the schema's first commit included).
+_CATALOG_FILES = ("catalog.sqlite", "catalog.sqlite-journal", "catalog.sqlite-wal", "catalog.sqlite-shm", "model.onnx",
+                  "writer.lock")
 
 
 def _refuse_foreign_files(folder: Path) -> None:

@@ -81,6 +81,7 @@ def connect(folder: Path, *, readonly: bool, create: bool = False) -> sqlite3.Co
     path = folder / DATABASE
     if not create and not path.exists():
         raise CatalogNotFoundError(f"catalog {folder} has no {DATABASE}")
+    conn = None
     try:
         if readonly:
             conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False, timeout=30)
@@ -101,8 +102,11 @@ def connect(folder: Path, *, readonly: bool, create: bool = False) -> sqlite3.Co
             conn.executescript(_CALIBRATION_SCHEMA + _DIGEST_SCHEMA)
         version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
     except sqlite3.DatabaseError as exc:
-        raise CatalogCorruptError(f"{path} is not a readable catalog database ({exc})") from None
+        if conn is not None:
+            conn.close()  # a connection left to the garbage collector keeps the WAL index open
+        raise database_error(folder, exc, opening=True) from None
     if version is None or int(version[0]) > SCHEMA_VERSION:
+        conn.close()
         raise CatalogCorruptError(f"{path} has an unknown schema version")
     return conn
 
@@ -118,18 +122,53 @@ def translate_errors(folder: Path):
     try:
         yield
     except sqlite3.DatabaseError as exc:
-        code = getattr(exc, "sqlite_errorcode", None)
-        damaged = code is not None and code & 0xFF in (SQLITE_CORRUPT, SQLITE_NOTADB)
-        if damaged or (code is None and not isinstance(exc, sqlite3.OperationalError)):
-            raise CatalogCorruptError(
-                f"catalog database {folder / DATABASE} is damaged ({exc}); restore it from a backup"
-            ) from None
-        raise CatalogError(f"catalog database {folder / DATABASE}: {exc}") from None
+        raise database_error(folder, exc) from None
     except OSError as exc:
         raise io_error(folder, exc) from None
 
 
 SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26
+
+
+def database_error(folder: Path, exc: sqlite3.DatabaseError, *, opening: bool = False) -> CatalogError:
+    """A sqlite3 error as snapmatch's: damage only when SQLite says so and the disk reads.
+
+    A disk that fails mid-read can make SQLite see a malformed page: before calling the
+    catalog damaged, read its database files once; if that fails, it is an I/O error.
+    """
+    path = folder / DATABASE
+    if _sqlite_says_damaged(exc):
+        failing = _read_failure(folder)
+        if failing is not None:
+            return io_error(folder, failing)
+        if opening:
+            return CatalogCorruptError(f"{path} is not a readable catalog database ({exc})")
+        return CatalogCorruptError(f"catalog database {path} is damaged ({exc}); restore it from a backup")
+    if opening:
+        return CatalogError(f"catalog database {path} could not be opened ({exc}); the catalog is not known to be "
+                            "damaged: retry once the disk works")
+    return CatalogError(f"catalog database {path}: {exc}")
+
+
+def _sqlite_says_damaged(exc: sqlite3.DatabaseError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:  # an OperationalError without a code is never damage
+        return not isinstance(exc, sqlite3.OperationalError)
+    return code & 0xFF in (SQLITE_CORRUPT, SQLITE_NOTADB)
+
+
+def _read_failure(folder: Path) -> OSError | None:
+    """The OSError that reading the database files raises now, if any."""
+    for name in (DATABASE, f"{DATABASE}-wal"):
+        try:
+            with open(folder / name, "rb") as file:
+                while file.read(1 << 20):
+                    pass
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            return exc
+    return None
 _IO_ADVICE = {
     errno.ENOSPC: "the disk is full: free some space and retry",
     errno.EDQUOT: "the disk quota is used up: free some space and retry",

@@ -19,6 +19,11 @@ index): the parent recomputes them to search for every product.
 MODE ops:     loop for ever over add / add_images / remove / compact (the
               catalog's small compact_at also makes add() compact by itself).
 MODE compact: a few removes and adds, then one compact(); exits when done.
+MODE powercut: create the catalog (with the shipped model, as
+              ProductSearch.create does), then as ops, until a call fails; the
+              failure is logged ("error MODULE.CLASS message") and the worker
+              exits 3. Run on tests/sdk/catalog/powercut_fs.py, where the
+              failure is the power cut's EIO.
 MODE inject:  one call that SIGKILLs its own process at a chosen step inside
               the library (CRASH_POINTS): a crash exactly where a random
               kill is unlikely to land. SEED is the step, PREFIX the product.
@@ -190,11 +195,29 @@ def run_inject(catalog, log: Log, point: str, product: str) -> None:
         log.write(f"done remove {product}")
 
 
+def run_powercut(folder: str, log: Log, rng: np.random.Generator, prefix: str) -> int:
+    from snapmatch.sdk.product_search import ProductSearch
+
+    try:
+        log.write("begin create")
+        search = ProductSearch.create(folder, compact_at=12)
+        log.write("done create")
+        log.write("ready")
+        run_ops(search.catalog, log, rng, prefix)
+    except Exception as exc:  # noqa: BLE001 - the parent checks which exceptions reach the caller
+        message = " ".join(str(exc).split())
+        log.write(f"error {type(exc).__module__}.{type(exc).__qualname__} {message}")
+        return 3
+    return 0
+
+
 def main(argv: list[str]) -> int:
     mode, folder, log_path, seed, prefix = argv
     from snapmatch.sdk.catalog.catalog import Catalog
 
     log = Log(log_path)
+    if mode == "powercut":
+        return run_powercut(folder, log, np.random.default_rng(int(seed)), prefix)
     catalog = Catalog.open(folder)
     log.write("ready")
     rng = np.random.default_rng(int(seed) if seed.isdigit() else 0)

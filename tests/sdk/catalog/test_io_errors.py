@@ -123,6 +123,22 @@ def test_sqlite_io_errors_are_io_errors_and_only_sqlite_damage_is_damage(tmp_pat
     assert type(raised(26, sqlite3.DatabaseError)) is CatalogCorruptError  # SQLITE_NOTADB
 
 
+def test_sqlite_damage_on_a_disk_that_fails_to_read_is_an_io_error(folder, monkeypatch):
+    """Reads that fail mid-page can make SQLite see a malformed page (found by test_powercut.py): the catalog
+    reads its database once before it believes that, and a failing read makes it an I/O error."""
+    import builtins
+
+    malformed = sqlite3.DatabaseError("database disk image is malformed")
+    malformed.sqlite_errorcode = 11  # SQLITE_CORRUPT
+    monkeypatch.setattr(builtins, "open", failing(builtins.open, when=lambda name: name.endswith("catalog.sqlite")))
+    with pytest.raises(CatalogError) as raised, store.translate_errors(folder):
+        raise malformed
+    assert type(raised.value) is CatalogError and "retry" in str(raised.value)
+    monkeypatch.undo()
+    with pytest.raises(CatalogCorruptError, match="restore it from a backup"), store.translate_errors(folder):
+        raise malformed  # the same error on a disk that reads: damage
+
+
 def test_a_full_disk_at_create_is_a_catalog_error(tmp_path, model_path, monkeypatch):
     from snapmatch.sdk import product_search
 
