@@ -127,7 +127,7 @@ def translate_errors(folder: Path):
         raise io_error(folder, exc) from None
 
 
-SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26
+SQLITE_ERROR, SQLITE_CORRUPT, SQLITE_NOTADB = 1, 11, 26
 
 
 def database_error(folder: Path, exc: sqlite3.DatabaseError, *, opening: bool = False) -> CatalogError:
@@ -137,7 +137,7 @@ def database_error(folder: Path, exc: sqlite3.DatabaseError, *, opening: bool = 
     catalog damaged, read its database files once; if that fails, it is an I/O error.
     """
     path = folder / DATABASE
-    if _sqlite_says_damaged(exc):
+    if _sqlite_says_damaged(exc) or (opening and _schema_missing(exc)):
         failing = _read_failure(folder)
         if failing is not None:
             return io_error(folder, failing)
@@ -157,6 +157,12 @@ def _sqlite_says_damaged(exc: sqlite3.DatabaseError) -> bool:
     return code & 0xFF in (SQLITE_CORRUPT, SQLITE_NOTADB)
 
 
+def _schema_missing(exc: sqlite3.DatabaseError) -> bool:
+    """SQLite read the file but found no catalog tables in it (an emptied or foreign database)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == SQLITE_ERROR
+
+
 def _read_failure(folder: Path) -> OSError | None:
     """The OSError that reading the database files raises now, if any."""
     for name in (DATABASE, f"{DATABASE}-wal"):
@@ -169,6 +175,8 @@ def _read_failure(folder: Path) -> OSError | None:
         except OSError as exc:
             return exc
     return None
+
+
 _IO_ADVICE = {
     errno.ENOSPC: "the disk is full: free some space and retry",
     errno.EDQUOT: "the disk quota is used up: free some space and retry",
