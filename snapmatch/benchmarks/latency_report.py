@@ -40,6 +40,9 @@ def format_report(result: dict, *, top: int = 8) -> str:
         # Inside `search`: the catalog's own metric, one [1, d] x [d, d] product per query.
         lines.append(f"{'  of search: adaptation':<{width}}"
                      + "".join(f"{_triple(run['stages']['adaptation']):>24}" for run in runs))
+    for stage, label in (("camera_resize", "640x480 frame: resize"), ("camera_total", "640x480 frame: identify")):
+        if all(stage in run["stages"] for run in runs):  # a camera's BGR array: no decode
+            lines.append(f"{label:<{width}}" + "".join(f"{_triple(run['stages'][stage]):>24}" for run in runs))
     lines += ["", f"{'inference, batch 1':<{width}}" + "".join(f"{run['label']:>24}" for run in runs)]
     for name, label in BASELINE_NAMES.items():
         if any(name in run["baselines"] for run in runs):
@@ -60,7 +63,9 @@ def format_report(result: dict, *, top: int = 8) -> str:
             f"  {run['label']}: ONNX fp32 {_x(r['fp32_speedup_vs_torch'])} faster than PyTorch eager "
             f"(throughput {_x(r['fp32_vs_torch_throughput'])}); int8/fp32 latency {_f(r['int8_vs_fp32_latency'])}; "
             f"identify/eager inference {_f(r['identify_vs_torch'])}; "
-            f"(inference+search)/eager inference {_f(r['inference_search_vs_torch'])}"
+            f"(inference+search)/eager inference {_f(r['inference_search_vs_torch'])}; "
+            f"frame path / inference: JPEG {_x(r.get('frame_path_vs_inference'))}, "
+            f"640x480 frame {_x(r.get('camera_path_vs_inference'))}"
         )
     lines += ["", "targets (1 thread):"]
     for row in result["targets"]:

@@ -56,7 +56,14 @@ def test_baselines_and_ratios_come_from_the_same_run(result):
             stages = run["stages"]
             assert ratios["inference_search_vs_torch"] == pytest.approx(
                 (stages["inference"]["median"] + stages["search"]["median"]) / base["torch_eager"]["batch1"]["median"])
-    assert {row["key"] for row in result["targets"]} == {"model_speedup_vs_torch", "inference_search_vs_torch"}
+        assert ratios["frame_path_vs_inference"] == pytest.approx(
+            run["stages"]["total"]["median"] / run["stages"]["inference"]["median"])
+        assert ratios["camera_path_vs_inference"] == pytest.approx(
+            run["stages"]["camera_total"]["median"] / run["stages"]["inference"]["median"])
+        assert ratios["int8_speedup_vs_fp32"] == pytest.approx(1 / ratios["int8_vs_fp32_latency"])
+    assert {row["key"] for row in result["targets"]} == {"model_speedup_vs_torch", "inference_search_vs_torch",
+                                                         "frame_path_vs_inference", "camera_path_vs_inference",
+                                                         "int8_speedup_vs_fp32"}
 
 
 def test_int8_retrieval_and_operator_profile(result):
@@ -83,7 +90,9 @@ def test_no_torch_means_no_torch_baseline(model_path):
     result = latency.run(LatencyConfig(model=model_path, threads=(1,), torch=False, profile=False, **TINY))
     assert "torch_eager" not in result["runs"][0]["baselines"] and "profile" not in result
     assert result["runs"][0]["ratios"]["model_speedup_vs_torch"] is None
-    assert all(row["met"] is None for row in result["targets"])
+    torch_rows = {"model_speedup_vs_torch", "inference_search_vs_torch"}
+    assert all(row["met"] is None for row in result["targets"] if row["key"] in torch_rows)
+    assert all(row["met"] is not None for row in result["targets"] if row["key"] not in torch_rows)
 
 
 def test_a_given_int8_model_is_used(model_path, other_model_path):

@@ -9,6 +9,7 @@ lives inside the ONNX graph.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import stat
 from pathlib import Path
@@ -121,11 +122,15 @@ def read_image_bytes(path: str | os.PathLike) -> bytes:
     return data
 
 
-def decode(image: ImageInput, *, max_pixels: int = MAX_PIXELS, name: str | None = None) -> np.ndarray:
+def decode(image: ImageInput, *, max_pixels: int = MAX_PIXELS, name: str | None = None,
+           min_side: int = 0) -> np.ndarray:
     """Any image input as an (H, W, 3) uint8 BGR array.
 
     Paths and encoded bytes are decoded with EXIF orientation applied;
     grayscale, alpha (composited on white) and 16-bit inputs are converted.
+    min_side > 0: a JPEG may come back shrunk 2, 4 or 8 times, as long as its
+    shorter side stays at least min_side (libjpeg scales in the DCT: a 12 MP
+    phone photo decodes 8 times smaller for a fraction of the work).
     """
     if isinstance(image, np.ndarray):
         return _from_array(image, name or "array")
@@ -137,10 +142,13 @@ def decode(image: ImageInput, *, max_pixels: int = MAX_PIXELS, name: str | None 
         data = bytes(image)
     else:
         raise InvalidImageError(_NONE_IMAGE if image is None else _unsupported(image))
-    return _decode_bytes(data, name, max_pixels)
+    return _decode_bytes(data, name, max_pixels, min_side)
 
 
-def _decode_bytes(data: bytes, name: str, max_pixels: int) -> np.ndarray:
+_REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
+
+
+def _decode_bytes(data: bytes, name: str, max_pixels: int, min_side: int = 0) -> np.ndarray:
     if not data:
         raise InvalidImageError(f"{name} is empty")
     header = read_header(data)
@@ -162,8 +170,8 @@ def _decode_bytes(data: bytes, name: str, max_pixels: int) -> np.ndarray:
             # orientation, which these formats rarely carry).
             decoded = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
         else:
-            # IMREAD_COLOR applies EXIF orientation and gives 8-bit BGR.
-            decoded = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+            # IMREAD_COLOR (and its REDUCED forms) apply EXIF orientation and give 8-bit BGR.
+            decoded = cv2.imdecode(buffer, _decode_flag(header, min_side))
     except cv2.error as exc:
         if "CV_IO_MAX_IMAGE_PIXELS" in str(exc):
             raise ImageTooLargeError(f"{name} has more pixels than OpenCV's decoding limit") from None
@@ -173,6 +181,16 @@ def _decode_bytes(data: bytes, name: str, max_pixels: int) -> np.ndarray:
     if decoded.shape[0] * decoded.shape[1] > max_pixels:
         raise ImageTooLargeError(f"{name} decodes to {decoded.shape[1]}x{decoded.shape[0]} pixels, above the limit")
     return _from_array(decoded, name)
+
+
+def _decode_flag(header, min_side: int) -> int:
+    """IMREAD_COLOR, or the largest JPEG DCT reduction that keeps the shorter side >= min_side."""
+    if min_side > 0 and header.format == "jpeg" and header.width and header.height:
+        shorter = min(header.width, header.height)
+        for factor, flag in _REDUCED:
+            if shorter // factor >= min_side:
+                return flag
+    return cv2.IMREAD_COLOR
 
 
 def _from_array(array: np.ndarray, name: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -251,12 +269,42 @@ def resize(bgr: np.ndarray, spec: InputSpec) -> np.ndarray:
 
 
 def _resize_to(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    if image.shape[1] == width and image.shape[0] == height:
+    """Resize at the cost of the pixels it touches: an area average, in the steps OpenCV does fast.
+
+    OpenCV's INTER_AREA is fast only at whole-number factors (a box average). A shrink
+    by f on an axis is done as a box average by floor(f), then what is left (a factor
+    between 1 and 2) as a bilinear enlargement to twice the target and a 2x box
+    average: within a few levels of one INTER_AREA step (Recall@1 unchanged:
+    docs/BENCHMARKS.md, "Resize and decode"), in a third to a half of its time.
+    """
+    h, w = image.shape[:2]
+    if w == width and h == height:
         return image
-    shrinking = width < image.shape[1] or height < image.shape[0]
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    if width > w or height > h:  # enlarging, on either axis
+        shrinking = width < w or height < h
+        return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    if w % width == 0 and h % height == 0:  # whole factors: one exact box average
+        return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    kx, ky = w // width, h // height
+    if kx >= 2 or ky >= 2:
+        crop_w, crop_h = w - w % kx, h - h % ky  # drop a few edge pixels so the boxes fit exactly
+        top, left = (h - crop_h) // 2, (w - crop_w) // 2
+        image = cv2.resize(image[top:top + crop_h, left:left + crop_w], (crop_w // kx, crop_h // ky),
+                           interpolation=cv2.INTER_AREA)
+        h, w = image.shape[:2]
+        if w == width and h == height:
+            return image
+    double = (2 * width if w != width else w, 2 * height if h != height else h)
+    enlarged = cv2.resize(image, double, interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(enlarged, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def min_decoded_side(spec: InputSpec) -> int:
+    """The shorter side a decoded image needs for `spec` to shrink it, never enlarge it."""
+    side = max(spec.width, spec.height)
+    return math.ceil(side / spec.crop_fraction) if spec.resize == "center_crop" else side
 
 
 def preprocess(image: ImageInput, spec: InputSpec, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Any image input as the model's input: RGB uint8, shape (spec.height, spec.width, 3)."""
-    return resize(decode(image, max_pixels=max_pixels), spec)
+    return resize(decode(image, max_pixels=max_pixels, min_side=min_decoded_side(spec)), spec)

@@ -86,12 +86,18 @@ def test_path_bytes_and_array_give_identical_vectors(tmp_path, embedder, photos,
         "bytes": embedder.embed(data),
         "bytearray": embedder.embed(bytearray(data)),
         "memoryview": embedder.embed(memoryview(data)),
-        "array": embedder.embed(as_array),
-        "in a list": embedder.embed([path, data, as_array]),
+        "in a list": embedder.embed([path, data]),
     }
     for kind, vector in vectors.items():
         for row in vector:
-            np.testing.assert_array_equal(row, vectors["array"][0], err_msg=kind)
+            np.testing.assert_array_equal(row, vectors["bytes"][0], err_msg=kind)
+    # An array is what the caller decoded, at full size; an encoded JPEG larger than the model needs
+    # is decoded shrunk in the DCT (preprocess.decode's min_side): the same photo, a few levels apart.
+    from_array = embedder.embed(as_array)[0]
+    if ext == ".png":
+        np.testing.assert_array_equal(from_array, vectors["bytes"][0])
+    else:
+        assert float(from_array @ vectors["bytes"][0]) > 0.99
 
 
 def test_single_image_gives_one_row(embedder, photos):
@@ -222,11 +228,9 @@ def test_model_resize_policy_is_used(tmp_path, resize_policy):
 def test_larger_model_input(tmp_path, photos):
     embedder = Embedder(build_model(tmp_path / "m64.onnx", size=64, dim=24, seed=3), threads=1)
     assert embedder.preprocess(photos[0]).shape == (64, 64, 3)
-    np.testing.assert_allclose(
-        embedder.embed(photos[:2]),
-        reference_embeddings(np.stack([model_input(photo, 64) for photo in photos[:2]]), seed=3, dim=24),
-        atol=1e-5,
-    )
+    # Not a whole-factor shrink: the staged area average is a level or two from one INTER_AREA step.
+    reference = reference_embeddings(np.stack([model_input(photo, 64) for photo in photos[:2]]), seed=3, dim=24)
+    assert (np.sum(embedder.embed(photos[:2]) * reference, axis=1) > 0.999).all()
 
 
 # --- threads --------------------------------------------------------------------------
