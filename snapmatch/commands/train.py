@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -37,8 +38,14 @@ def _unseen(value: str | None) -> list[str] | None:
               help="Starting weights: `default` (the shipped model: offline, already knows products), a "
                    "state-dict .pt or snapmatch .onnx file (e.g. ImageNet weights), `imagenet` (torchvision's, "
                    "online) or `none`.")
-@click.option("--loss", type=click.Choice(["triplet", "multisimilarity", "arcface", "contrastive"]),
-              default="multisimilarity", show_default=True)
+@click.option("--loss", type=click.Choice(["triplet", "multisimilarity", "arcface", "subcenter_arcface", "proxyanchor",
+                                          "contrastive"]), default="multisimilarity", show_default=True,
+              help="Metric-learning loss (snapmatch.training.losses; the names of training.losses.LOSSES).")
+@click.option("--camera", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Share of training views given a shop camera's faults: low resolution, JPEG, perspective, glare.")
+@click.option("--catalog-pairs", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Chance that a shop photo in a batch is swapped for its product's catalog image: "
+                   "studio <-> shop pairs, for catalogs of pack shots.")
 @click.option("--backbone", type=click.Choice(["small", "large_minimalistic"]), default=None,
               help="Default: the one the starting weights are for (the shipped model: large_minimalistic).")
 @click.option("--head", type=click.Choice(["pooled", "linear", "prelogits"]), default="pooled", show_default=True)
@@ -59,7 +66,8 @@ def _unseen(value: str | None) -> list[str] | None:
 @click.option("--no-evaluate", is_flag=True, help="Skip the export and the seen / unseen measurement at the end.")
 @click.option("--resume", is_flag=True, help="Continue the run in OUT (its last checkpoint, or its next fold).")
 @json_option
-def train(photos, out, epochs, holdout, folds, unseen, split_seed, pretrained, loss, backbone, head, dim, pooling,
+def train(photos, out, epochs, holdout, folds, unseen, split_seed, pretrained, loss, camera, catalog_pairs, backbone,
+          head, dim, pooling,
           freeze_blocks, distill, batch_size, image_size, backbone_lr, lr, seed, threads, no_evaluate, resume,
           as_json) -> None:
     """Fine-tune the embedding network on your own product photos.
@@ -104,7 +112,9 @@ def train(photos, out, epochs, holdout, folds, unseen, split_seed, pretrained, l
                          pretrained="" if pretrained == "none" else pretrained, head=head, dim=dim, loss=loss,
                          pooling=pooling, freeze_blocks=freeze_blocks, distill=distill,
                          epochs=epochs, batch_size=batch_size, image_size=image_size, backbone_lr=backbone_lr, lr=lr,
-                         seed=seed, threads=threads)
+                         seed=seed, threads=threads, catalog_pairs=catalog_pairs)
+    if camera:
+        config.augment = dataclasses.replace(config.augment, camera=camera)
     summary = run(config, dataset, splits, resume=resume, evaluate=not no_evaluate,
                   progress=sys.stderr.isatty() or not as_json, echo=echo)
     if as_json:

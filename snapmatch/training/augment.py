@@ -1,4 +1,4 @@
-"""Training-time augmentation that looks like store photos: framing, scale, lighting, blur.
+"""Training-time augmentation that looks like store photos: framing, scale, lighting, blur, camera faults.
 
 Works on RGB uint8 arrays with OpenCV and numpy (torchvision does not install
 beside this torch). The output is the model's input size, uint8: the network
@@ -25,6 +25,7 @@ class AugmentConfig:
     hue: float = 0.03  # +- share of the hue circle
     blur: float = 0.2  # probability of a Gaussian blur (camera shake, focus)
     rotate: float = 10.0  # +- degrees
+    camera: float = 0.0  # probability of a shop camera's faults: low resolution, JPEG, perspective, glare
 
 
 def random_resized_crop(image: np.ndarray, size: int, rng: np.random.Generator, config: AugmentConfig) -> np.ndarray:
@@ -59,6 +60,31 @@ def colour_jitter(image: np.ndarray, rng: np.random.Generator, config: AugmentCo
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
+def camera_faults(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """What a cheap shop camera does to a product: each fault with probability one half."""
+    size = image.shape[0]
+    if rng.random() < 0.5:  # seen from the side: a perspective warp of up to 8% a corner
+        corners = np.float32([[0, 0], [size, 0], [size, size], [0, size]])
+        moved = corners + rng.uniform(-0.08, 0.08, corners.shape).astype(np.float32) * size
+        matrix = cv2.getPerspectiveTransform(corners, moved)
+        image = cv2.warpPerspective(image, matrix, (size, size), borderMode=cv2.BORDER_REFLECT101)
+    if rng.random() < 0.5:  # far away or a low-resolution sensor: down to 30-70% and back
+        small = max(8, int(size * rng.uniform(0.3, 0.7)))
+        image = cv2.resize(cv2.resize(image, (small, small), interpolation=cv2.INTER_AREA), (size, size),
+                           interpolation=cv2.INTER_LINEAR)
+    if rng.random() < 0.5:  # glare on a glossy pack: a bright soft spot
+        y, x = np.ogrid[:size, :size]
+        cy, cx = rng.uniform(0, size, 2)
+        radius = rng.uniform(0.1, 0.35) * size
+        spot = np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * radius**2)) * rng.uniform(60, 160)
+        image = np.clip(image.astype(np.float32) + spot[..., None], 0, 255).astype(np.uint8)
+    if rng.random() < 0.5:  # a video stream's compression
+        ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(20, 80))])
+        if ok:
+            image = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED)
+    return image
+
+
 def augment(image: np.ndarray, size: int, rng: np.random.Generator, config: AugmentConfig = AugmentConfig()) -> np.ndarray:
     """One random training view of an RGB uint8 image, shape (size, size, 3)."""
     if config.rotate:
@@ -73,4 +99,6 @@ def augment(image: np.ndarray, size: int, rng: np.random.Generator, config: Augm
     if rng.random() < config.blur:
         sigma = rng.uniform(0.5, 1.8)
         out = cv2.GaussianBlur(out, (0, 0), sigma)
+    if config.camera and rng.random() < config.camera:
+        out = camera_faults(np.ascontiguousarray(out), rng)
     return np.ascontiguousarray(out)

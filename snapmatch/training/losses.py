@@ -8,7 +8,7 @@ import torch
 
 from snapmatch.sdk.errors import InvalidArgumentError
 
-LOSSES = ("triplet", "multisimilarity", "arcface", "contrastive")
+LOSSES = ("triplet", "multisimilarity", "arcface", "subcenter_arcface", "proxyanchor", "contrastive")
 
 
 @dataclass
@@ -32,6 +32,9 @@ def build_criterion(name: str, *, num_classes: int, dim: int) -> Criterion:
     triplet:          batch-hard triplet (TripletMarginLoss + BatchHardMiner), the baseline
     multisimilarity:  Multi-Similarity loss + miner (Wang et al. 2019)
     arcface:          additive angular margin over learned class proxies (Deng et al. 2019)
+    subcenter_arcface: ArcFace with 3 proxies a class, so a product's few looks (front, side,
+                      studio) need not share one centre (Deng et al. 2020)
+    proxyanchor:      Proxy-Anchor (Kim et al. 2020): each proxy pulls all its class's photos in a batch
     contrastive:      contrastive loss with a negative margin, on all pairs
     """
     from pytorch_metric_learning import distances, losses, miners
@@ -49,6 +52,11 @@ def build_criterion(name: str, *, num_classes: int, dim: int) -> Criterion:
         )
     if name == "arcface":
         return Criterion(losses.ArcFaceLoss(num_classes=num_classes, embedding_size=dim, margin=28.6, scale=30), None)
+    if name == "subcenter_arcface":
+        return Criterion(losses.SubCenterArcFaceLoss(num_classes=num_classes, embedding_size=dim, margin=28.6,
+                                                     scale=30, sub_centers=3), None)
+    if name == "proxyanchor":
+        return Criterion(losses.ProxyAnchorLoss(num_classes=num_classes, embedding_size=dim, margin=0.1, alpha=32), None)
     if name == "contrastive":
         return Criterion(losses.ContrastiveLoss(pos_margin=1.0, neg_margin=0.5, distance=cosine), None)
     raise InvalidArgumentError(f"unknown loss {name!r}: choose one of {', '.join(LOSSES)}")

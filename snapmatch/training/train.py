@@ -50,6 +50,9 @@ class TrainConfig:
     image_size: int = 224
     freeze_bn: bool = True  # BatchNorm is folded in the shipped weights: keep it in eval mode
     include_catalog: bool = True  # train on the catalog-style images too
+    # Chance that a shop photo drawn for a batch is swapped for its product's catalog image (when it
+    # has one): studio <-> shop positive pairs in most batches, for catalogs of pack shots (P3).
+    catalog_pairs: float = 0.0
     pooling: str = "avg"  # "avg" or "gem" (snapmatch.training.model.GeM)
     freeze_blocks: int = 0  # keep the first k blocks of the backbone as they start (keep_pretrained)
     distill: float = 0.0  # weight of the pull towards the starting network's embeddings (keep_pretrained)
@@ -122,14 +125,24 @@ def batch_plan(products: int, requested: int, m_per_class: int) -> int:
 
 
 class AugmentedPhotos(torch.utils.data.Dataset):
-    def __init__(self, images: list[np.ndarray], labels: list[int], config: TrainConfig) -> None:
+    def __init__(self, images: list[np.ndarray], labels: list[int], config: TrainConfig,
+                 catalog: list[bool] | None = None) -> None:
         self.images, self.labels, self.config = images, labels, config
         self.rng = np.random.default_rng(config.seed)
+        self.catalog_of: dict[int, list[int]] = {}  # label -> indexes of its catalog images
+        self.is_catalog = catalog or [False] * len(images)
+        for index, (label, is_catalog) in enumerate(zip(labels, self.is_catalog)):
+            if is_catalog:
+                self.catalog_of.setdefault(label, []).append(index)
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, index: int):
+        label = self.labels[index]
+        studio = self.catalog_of.get(label)
+        if studio and not self.is_catalog[index] and self.rng.random() < self.config.catalog_pairs:
+            index = studio[int(self.rng.integers(len(studio)))]
         view = augment(self.images[index], self.config.image_size, self.rng, self.config.augment)
         return torch.from_numpy(view), self.labels[index]
 
@@ -191,7 +204,7 @@ def train(config: TrainConfig, dataset: Dataset, split: Split, *, resume: bool =
         echo(note)
     to_class = {product: i for i, product in enumerate(classes)}
     labels = [to_class[photo.product] for photo in photos]
-    augmented = AugmentedPhotos(images, labels, config)
+    augmented = AugmentedPhotos(images, labels, config, [photo.catalog for photo in photos])
     sampler = MPerClassSampler(labels, m=config.m_per_class, batch_size=batch_size,
                                length_before_new_iter=max(len(labels), batch_size))
     loader = torch.utils.data.DataLoader(augmented, batch_size=batch_size, sampler=sampler, drop_last=True)

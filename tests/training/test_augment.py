@@ -1,0 +1,47 @@
+"""Training views: the shop-camera faults and the studio <-> shop pairs of a batch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from snapmatch.training.augment import AugmentConfig, augment, camera_faults  # noqa: E402
+from snapmatch.training.train import AugmentedPhotos, TrainConfig  # noqa: E402
+
+PLAIN = AugmentConfig(scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=0.0, brightness=0.0, contrast=0.0, saturation=0.0,
+                      hue=0.0, blur=0.0, rotate=0.0)
+
+
+def photo(seed: int, size: int = 96) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+
+
+def test_camera_faults_keep_the_shape_and_change_the_pixels():
+    image = photo(0)
+    rng = np.random.default_rng(1)
+    views = [camera_faults(image, rng) for _ in range(8)]
+    assert all(v.shape == image.shape and v.dtype == np.uint8 for v in views)
+    assert sum(not np.array_equal(v, image) for v in views) >= 7  # each fault has a one-half chance: 1/16 none
+
+
+def test_camera_share_is_a_probability_and_seeded():
+    image = photo(2)
+    off = augment(image, 64, np.random.default_rng(3), PLAIN)
+    assert np.array_equal(off, augment(image, 64, np.random.default_rng(3), PLAIN))  # no faults: the plain view
+    on = AugmentConfig(**{**PLAIN.__dict__, "camera": 1.0})
+    first = augment(image, 64, np.random.default_rng(3), on)
+    assert np.array_equal(first, augment(image, 64, np.random.default_rng(3), on))
+    assert not np.array_equal(first, off)
+
+
+@pytest.mark.parametrize("share, studio_views", [(0.0, 0), (1.0, 2)])
+def test_catalog_pairs_swap_shop_photos_for_the_catalog_image(share, studio_views):
+    shop, studio, other = (np.full((64, 64, 3), value, np.uint8) for value in (10, 200, 90))
+    config = TrainConfig(data="", out="", image_size=32, catalog_pairs=share, augment=PLAIN)
+    photos = AugmentedPhotos([shop, shop, studio, other], [0, 0, 0, 1], config, [False, False, True, False])
+    views = [int(photos[i][0].numpy().mean()) for i in range(4)]
+    assert views[2] == 200 and views[3] == 90  # the catalog image itself, and a product without one, unchanged
+    assert views[:2].count(200) == studio_views
