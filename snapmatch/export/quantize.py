@@ -53,6 +53,7 @@ from snapmatch.sdk.image.preprocess import ImageInput, preprocess
 from snapmatch.sdk.model.model_spec import PREFIX, InputSpec, ModelSpec
 
 CALIBRATION_METHODS = ("percentile", "entropy", "minmax")
+QUANT_FORMATS = ("qdq", "qoperator")
 # The first of these after the last convolution starts the head (pooled features onwards).
 HEAD_START_OPS = ("GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax", "Flatten", "Gemm", "MatMul")
 CALIBRATION_KEY = PREFIX + "calibration"  # provenance, ignored by ModelSpec
@@ -77,6 +78,7 @@ class QuantizeConfig:
     optimize_graph: bool = False  # onnxruntime's graph optimisation before quantizing (it splits HardSwish)
     op_types: tuple[str, ...] | None = None  # op types to quantize; None: onnxruntime's default set
     batch_size: int = 8  # calibration images per calibrator pass (bounds the calibrator's memory)
+    quant_format: str = "qdq"  # "qdq" (QuantizeLinear/DequantizeLinear pairs) or "qoperator" (QLinearConv nodes)
 
     def __post_init__(self) -> None:
         if self.method not in CALIBRATION_METHODS:
@@ -88,6 +90,9 @@ class QuantizeConfig:
             raise InvalidArgumentError("batch_size must be >= 1")
         if self.float_first_convs < 0:
             raise InvalidArgumentError("float_first_convs must be >= 0")
+        if self.quant_format not in QUANT_FORMATS:
+            raise InvalidArgumentError(f"unknown quant_format {self.quant_format!r}; choose one of "
+                                       f"{', '.join(QUANT_FORMATS)}")
 
 
 class PhotoCalibrationReader:
@@ -178,7 +183,7 @@ def quantize_int8(
                 str(prepared),
                 str(quantized),
                 reader,
-                quant_format=QuantFormat.QDQ,
+                quant_format=QuantFormat.QDQ if config.quant_format == "qdq" else QuantFormat.QOperator,
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 per_channel=config.per_channel,

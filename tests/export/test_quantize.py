@@ -135,8 +135,9 @@ def test_a_clipping_calibration_is_caught_by_the_parity_check(
         replace(CONFIG, method="entropy"),
         replace(CONFIG, reduce_range=True, optimize_graph=True, float_squeeze_excitation=False),
         QuantizeConfig(float_first_convs=1),
+        replace(CONFIG, quant_format="qoperator"),
     ],
-    ids=["minmax", "entropy", "7bit-optimised-int8-se", "float-stem"],
+    ids=["minmax", "entropy", "7bit-optimised-int8-se", "float-stem", "qoperator"],
 )
 def test_other_settings_also_give_working_models(config, fp32_model, calibration_photos, tmp_path):
     path = quantize_int8(fp32_model, tmp_path / "q.onnx", calibration_images=calibration_photos[:16], config=config)
@@ -146,6 +147,8 @@ def test_other_settings_also_give_working_models(config, fp32_model, calibration
     weight_types = {t.name: t.data_type for t in onnx.load(str(path)).graph.initializer}
     assert ("stem.weight" in weight_types) == (config.float_first_convs >= 1)
     assert ("squeeze.weight_quantized" in weight_types) == (not config.float_squeeze_excitation)
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert ("QLinearConv" in ops) == (config.quant_format == "qoperator")  # QDQ: Q/DQ pairs around float ops
 
 
 def test_float_nodes_and_squeeze_excitation_detection(fp32_model):
@@ -177,6 +180,8 @@ def test_quantize_refuses_bad_requests(fp32_model, int8_model, calibration_photo
         quantize_int8(int8_model, tmp_path / "b.onnx", calibration_images=calibration_photos[:2])
     with pytest.raises(ValueError, match="calibration method"):
         QuantizeConfig(method="kl")
+    with pytest.raises(ValueError, match="quant_format"):
+        QuantizeConfig(quant_format="qint")
 
 
 def test_parity_report_has_every_field_and_formats_as_markdown(fp32_model, int8_model, gallery, queries):
