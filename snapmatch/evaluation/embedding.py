@@ -37,13 +37,13 @@ def embed(embedder: Embedder, photos: Sequence[Photo], on_batch: Callable[[int],
     vectors, kept = [], []
     for start in range(0, len(photos), embedder.batch_size):
         batch, inputs = photos[start:start + embedder.batch_size], []
-        for photo in batch:
-            try:
-                inputs.append(embedder.preprocess(photo.path))
-                kept.append(photo)
-            except ImageError as exc:
+        for photo, prepared in zip(batch, embedder.preprocess_many([photo.path for photo in batch])):
+            if isinstance(prepared, ImageError):
                 if skipped is not None:
-                    skipped.append((str(photo.path), str(exc)))
+                    skipped.append((str(photo.path), str(prepared)))
+            else:
+                inputs.append(prepared)
+                kept.append(photo)
         if inputs:
             vectors.append(embedder.embed_batch(np.stack(inputs)))
         if on_batch:

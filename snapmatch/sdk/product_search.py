@@ -223,12 +223,12 @@ class ProductSearch:
         if skipped is None:
             return self.embedder.embed(images), list(range(len(images)))
         inputs, kept = [], []
-        for i, image in enumerate(images):
-            try:
-                inputs.append(self.embedder.preprocess(image))
+        for i, (image, prepared) in enumerate(zip(images, self.embedder.preprocess_many(images))):
+            if isinstance(prepared, ImageError):
+                skipped.append((_source(image), str(prepared)))
+            else:
+                inputs.append(prepared)
                 kept.append(i)
-            except ImageError as exc:
-                skipped.append((_source(image), str(exc)))
         if not inputs:
             return np.zeros((0, self.catalog.dim), dtype=np.float32), []
         return self.embedder.embed_preprocessed(inputs), kept

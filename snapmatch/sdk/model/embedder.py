@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -10,6 +11,7 @@ import numpy as np
 
 from snapmatch.sdk.errors import (
     EmbeddingError,
+    ImageError,
     InvalidArgumentError,
     ModelContractError,
     ModelError,
@@ -51,6 +53,10 @@ class Embedder:
         self.spec = ModelSpec.from_metadata(props, source=str(self.path))
         self.batch_size = max(1, batch_size)
         self.threads = threads
+        # Decoding and resizing run in OpenCV without the GIL: a batch's images are prepared on
+        # as many cores as inference may use (one thread: in the caller, as before).
+        workers = threads if threads else (os.cpu_count() or 1)
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="snapmatch-preprocess") if workers > 1 else None
         self._check_signature()
         self._check_output()
 
@@ -106,6 +112,18 @@ class Embedder:
         """The model's input for one image (RGB uint8, H x W x 3)."""
         return preprocess(image, self.spec.input)
 
+    def preprocess_many(self, images: Sequence[ImageInput]) -> list[np.ndarray | ImageError]:
+        """Each image's model input, in order, prepared on several cores; an unreadable image gives its ImageError."""
+        if self._pool is None or len(images) < 2:
+            return [self._preprocess_or_error(image) for image in images]
+        return list(self._pool.map(self._preprocess_or_error, images))
+
+    def _preprocess_or_error(self, image: ImageInput) -> np.ndarray | ImageError:
+        try:
+            return self.preprocess(image)
+        except ImageError as exc:
+            return exc
+
     def embed_batch(self, batch: np.ndarray) -> np.ndarray:
         """Embeddings of already preprocessed images, shape [N, H, W, 3] uint8."""
         if batch.dtype != np.uint8 or batch.ndim != 4:
@@ -122,18 +140,15 @@ class Embedder:
         on_progress(n) is called after each batch of n images.
         """
         listed, _ = image_batch(images)
-        chunks, pending = [], []
-        for image in listed:
-            pending.append(self.preprocess(image))
-            if len(pending) == self.batch_size:
-                chunks.append(self.embed_batch(_batch(pending)))
-                if on_progress is not None:
-                    on_progress(len(pending))
-                pending = []
-        if pending:
-            chunks.append(self.embed_batch(_batch(pending)))
+        chunks = []
+        for start in range(0, len(listed), self.batch_size):
+            inputs = self.preprocess_many(listed[start:start + self.batch_size])
+            arrays = [item for item in inputs if not isinstance(item, ImageError)]
+            if len(arrays) < len(inputs):
+                raise next(item for item in inputs if isinstance(item, ImageError))
+            chunks.append(self.embed_batch(_batch(arrays)))
             if on_progress is not None:
-                on_progress(len(pending))
+                on_progress(len(inputs))
         if not chunks:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.concatenate(chunks) if len(chunks) > 1 else chunks[0]

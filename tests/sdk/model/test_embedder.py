@@ -246,6 +246,32 @@ def test_threads_reach_the_session(model_path, threads, photos, embedder):
     np.testing.assert_allclose(threaded.embed(photos[:4]), embedder.embed(photos[:4]), atol=1e-6)
 
 
+def test_a_batch_is_prepared_on_several_threads_in_order(tmp_path, model_path, photos, embedder):
+    """With more than one thread, a batch's images are decoded and resized concurrently: same vectors, same order,
+    the first unreadable image (in the caller's order) is the one named, and skipping keeps every other image."""
+    import threading
+
+    threaded = Embedder(model_path, threads=2)
+    seen: set[str] = set()
+    preprocess = threaded.preprocess
+
+    def recording(image):
+        seen.add(threading.current_thread().name)
+        return preprocess(image)
+
+    threaded.preprocess = recording  # type: ignore[method-assign]
+    np.testing.assert_array_equal(threaded.embed(photos), embedder.embed(photos))
+    assert any(name.startswith("snapmatch-preprocess") for name in seen)
+    garbage, missing = tmp_path / "garbage.jpg", tmp_path / "gone.jpg"
+    garbage.write_bytes(b"certainly not an image")
+    with pytest.raises(InvalidImageError, match="garbage.jpg"):
+        threaded.embed([photos[0], garbage, missing])
+    prepared = threaded.preprocess_many([photos[0], missing, photos[1]])
+    assert isinstance(prepared[1], ImageNotFoundError)
+    np.testing.assert_array_equal(prepared[2], embedder.preprocess(photos[1]))
+    assert embedder._pool is None  # one thread: everything in the caller's thread, as before
+
+
 @pytest.mark.parametrize("threads", [None, 0])
 def test_default_threads(model_path, threads, photos):
     embedder = Embedder(model_path, threads=threads)
