@@ -60,7 +60,9 @@ def _unseen(value: str | None) -> list[str] | None:
               help="At most this many photos a step; a dataset with few products gets products x 4.")
 @click.option("--image-size", type=click.IntRange(min=32), default=224, show_default=True)
 @click.option("--backbone-lr", type=float, default=1e-4, show_default=True)
-@click.option("--lr", type=float, default=3e-4, show_default=True, help="Learning rate of new layers and loss proxies.")
+@click.option("--lr", type=float, default=3e-4, show_default=True, help="Learning rate of new layers.")
+@click.option("--proxy-lr", type=float, default=1e-2, show_default=True,
+              help="Learning rate of a proxy loss's class proxies (arcface, subcenter_arcface, proxyanchor).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of training (batches, views, init).")
 @click.option("--threads", type=click.IntRange(min=0), default=0, help="torch CPU threads (0: all cores).")
 @click.option("--no-evaluate", is_flag=True, help="Skip the export and the seen / unseen measurement at the end.")
@@ -68,7 +70,7 @@ def _unseen(value: str | None) -> list[str] | None:
 @json_option
 def train(photos, out, epochs, holdout, folds, unseen, split_seed, pretrained, loss, camera, catalog_pairs, backbone,
           head, dim, pooling,
-          freeze_blocks, distill, batch_size, image_size, backbone_lr, lr, seed, threads, no_evaluate, resume,
+          freeze_blocks, distill, batch_size, image_size, backbone_lr, lr, proxy_lr, seed, threads, no_evaluate, resume,
           as_json) -> None:
     """Fine-tune the embedding network on your own product photos.
 
@@ -112,7 +114,7 @@ def train(photos, out, epochs, holdout, folds, unseen, split_seed, pretrained, l
                          pretrained="" if pretrained == "none" else pretrained, head=head, dim=dim, loss=loss,
                          pooling=pooling, freeze_blocks=freeze_blocks, distill=distill,
                          epochs=epochs, batch_size=batch_size, image_size=image_size, backbone_lr=backbone_lr, lr=lr,
-                         seed=seed, threads=threads, catalog_pairs=catalog_pairs)
+                         proxy_lr=proxy_lr, seed=seed, threads=threads, catalog_pairs=catalog_pairs)
     if camera:
         config.augment = dataclasses.replace(config.augment, camera=camera)
     summary = run(config, dataset, splits, resume=resume, evaluate=not no_evaluate,

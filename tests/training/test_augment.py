@@ -1,4 +1,4 @@
-"""Training views: the shop-camera faults and the studio <-> shop pairs of a batch."""
+"""Training views (the shop-camera faults, the studio <-> shop pairs of a batch) and the optimiser's learning rates."""
 
 from __future__ import annotations
 
@@ -45,3 +45,25 @@ def test_catalog_pairs_swap_shop_photos_for_the_catalog_image(share, studio_view
     views = [int(photos[i][0].numpy().mean()) for i in range(4)]
     assert views[2] == 200 and views[3] == 90  # the catalog image itself, and a product without one, unchanged
     assert views[:2].count(200) == studio_views
+
+
+@pytest.mark.parametrize("loss, proxies", [("multisimilarity", False), ("proxyanchor", True), ("arcface", True)])
+def test_class_proxies_learn_at_their_own_rate(loss, proxies):
+    """A proxy loss's class proxies start random: they get proxy_lr, the backbone and new layers their own rates."""
+    import torch
+
+    from snapmatch.training.losses import build_criterion
+    from snapmatch.training.train import parameter_groups
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = torch.nn.Linear(4, 4)
+            self.head = torch.nn.Linear(4, 8)
+
+    config = TrainConfig(data="", out="", lr=3e-4, backbone_lr=1e-4, proxy_lr=1e-2)
+    criterion = build_criterion(loss, num_classes=5, dim=8)
+    groups = parameter_groups(Net(), criterion, config)
+    assert [g["lr"] for g in groups] == [1e-4, 3e-4] + ([1e-2] if proxies else [])
+    if proxies:
+        assert groups[-1]["params"] == criterion.parameters()
