@@ -474,8 +474,8 @@ def _copy_durably(source: Path, target: Path) -> None:
     fsync_dir(target.parent)
 
 
-# What a catalog folder may hold before its manifest exists (a create that was interrupted).
-# What a create interrupted at any point may have left (the rollback journal of the schema's first commit included).
+# What a catalog folder may hold before its manifest exists: what a create interrupted at any point
+# may have left (the rollback journal of the schema's first commit included).
 _CATALOG_FILES = ("catalog.sqlite", "catalog.sqlite-journal", "catalog.sqlite-wal", "catalog.sqlite-shm", "model.onnx",
                   "writer.lock")
 
