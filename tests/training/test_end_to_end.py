@@ -25,6 +25,14 @@ def separable_batch(rng: np.random.Generator, classes: int = 4, per_class: int =
     return torch.from_numpy(np.clip(images, 0, 255).astype(np.uint8)), torch.from_numpy(labels)
 
 
+def test_the_cli_offers_every_loss():
+    """`snapmatch train --loss` lists the names by hand (the CLI must load without torch): they must stay LOSSES."""
+    from snapmatch.commands.train import train
+
+    (option,) = [p for p in train.params if p.name == "loss"]
+    assert tuple(option.type.choices) == LOSSES
+
+
 @pytest.mark.parametrize("loss_name", LOSSES)
 def test_each_loss_decreases_on_an_easy_separable_set(loss_name):
     torch.manual_seed(0)
