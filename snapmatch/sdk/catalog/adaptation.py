@@ -16,6 +16,7 @@ checksummed in the manifest, and loaded without pickle.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -26,6 +27,7 @@ from typing import Iterable
 import numpy as np
 
 from snapmatch.sdk.catalog.manifest import AdaptationInfo
+from snapmatch.sdk.catalog.row_products import row_products
 from snapmatch.sdk.errors import CatalogCorruptError
 from snapmatch.sdk.fsutil import fsync_dir
 
@@ -47,12 +49,14 @@ class Adaptation:
     products: int  # products with >= 2 photos the scatter rests on
     images: int  # images the fit used
 
+    @functools.cached_property
+    def _columns(self) -> np.ndarray:
+        return np.ascontiguousarray(self.matrix.T)
+
     def apply(self, vectors: np.ndarray) -> np.ndarray:
         """The adapted, L2-normalised vectors ([N, d] float32)."""
         centred = np.asarray(vectors, dtype=np.float32) - self.mean
-        # A query or a few: numpy's own loop, not a multi-threaded BLAS call that would wait for the
-        # cores onnxruntime's threads still spin on right after an inference (see dense.py).
-        out = np.einsum("kj,ji->ki", centred, self.matrix) if len(centred) <= 8 else centred @ self.matrix
+        out = row_products(centred, self._columns)  # centred @ matrix, on one thread for a query or a few
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         # A vector equal to the mean has no direction: leave it at zero (it matches nothing).
         return np.divide(out, norms, out=np.zeros_like(out), where=norms > 0)

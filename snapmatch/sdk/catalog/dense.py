@@ -20,6 +20,7 @@ import numpy as np
 from snapmatch.sdk.catalog import store
 from snapmatch.sdk.catalog.adaptation import Adaptation
 from snapmatch.sdk.catalog.manifest import Manifest
+from snapmatch.sdk.catalog.row_products import row_products
 from snapmatch.sdk.types import Match
 
 REMOVED = -1
@@ -43,13 +44,7 @@ class DenseSnapshot:
         n = len(self.keys)
         if n == 0:
             return [[] for _ in queries]
-        # A few queries: numpy's own loop, not BLAS. Right after an onnxruntime run its threads
-        # still spin, and a multi-threaded BLAS product then waits for cores (2.0 ms against 0.2
-        # for 2,000 x 960); the single-threaded loop costs 0.3 ms whatever runs beside it.
-        if len(queries) <= 8:
-            scores = np.einsum("kj,ij->ki", queries, self.vectors)
-        else:
-            scores = queries @ self.vectors.T
+        scores = row_products(queries, self.vectors)
         return [self._products(row, k) for row in scores]
 
     def _products(self, scores: np.ndarray, k: int) -> list[Match]:
