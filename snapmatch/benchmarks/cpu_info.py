@@ -11,6 +11,10 @@ import os
 import platform
 from pathlib import Path
 
+from snapmatch.sdk.cores import usable_cores
+
+__all__ = ["describe", "usable_cores"]
+
 CPUINFO = Path("/proc/cpuinfo")
 # Reported flag -> the /proc/cpuinfo flags that mean it (AMX counts when any of its parts is there).
 FLAGS = {
@@ -42,14 +46,6 @@ def describe(cpuinfo: str | None = None) -> dict:
         "flags": {name: (None if flags is None else any(f in flags for f in parts)) for name, parts in FLAGS.items()},
         "source": "/proc/cpuinfo" if flags is not None else "platform",
     }
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (its affinity mask: a container's share, not the host's)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _parse(text: str) -> tuple[str | None, set[str] | None]:

@@ -65,7 +65,7 @@ def catalog_spec(size: int, dim: int, *, vector_dtype: str = "f32", expansion_ad
                          connectivity=connectivity or base_index.CONNECTIVITY)
 
 
-def ensure_catalog(folder: Path, spec: SyntheticSpec, *, reuse: bool, log) -> dict:
+def ensure_catalog(folder: Path, spec: SyntheticSpec, *, reuse: bool, log, build_threads: int = 1) -> dict:
     """The build facts of the catalog `folder` holding `spec`, building it unless an earlier build can be reused."""
     facts = load_build(folder, spec) if reuse else None
     if facts is not None:
@@ -73,7 +73,7 @@ def ensure_catalog(folder: Path, spec: SyntheticSpec, *, reuse: bool, log) -> di
         return {**facts, "reused": True}
     shutil.rmtree(folder, ignore_errors=True)
     build_record(folder).unlink(missing_ok=True)
-    return {**build(folder, spec, threads=1, log=log), "reused": False}
+    return {**build(folder, spec, threads=build_threads, log=log), "reused": False}
 
 
 def run(
@@ -89,6 +89,7 @@ def run(
     open_repeats: int = 3,
     adds: int = 20,
     threads: int = 1,
+    build_threads: int = 0,
     reuse: bool = True,
     keep: bool = True,
     exact_below: int | None = None,
@@ -97,6 +98,7 @@ def run(
     """Measure a catalog of each size under `folder` (a temporary folder, removed after, when None).
 
     exact_below: the catalog size up to which search is exact (default: Catalog's).
+    build_threads: threads that build each graph (0: all cores), as a catalog opened with that many builds it.
     expansion_search: one value, or several to sweep: the search is measured at each
     (the first is stored in the manifest; each result lists the others under "sweep").
     """
@@ -108,7 +110,8 @@ def run(
         with tempfile.TemporaryDirectory(prefix="snapmatch-scale-") as tmp:
             return run(sizes, tmp, dim=dim, vector_dtype=vector_dtype, expansion_add=expansion_add,
                        connectivity=connectivity, expansion_search=sweep, queries=queries,
-                       open_repeats=open_repeats, adds=adds, threads=threads, reuse=False, keep=False,
+                       open_repeats=open_repeats, adds=adds, threads=threads, build_threads=build_threads,
+                       reuse=False, keep=False,
                        exact_below=exact_below, log=log)
     folder = Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
@@ -117,7 +120,7 @@ def run(
         spec = catalog_spec(size, dim, vector_dtype=vector_dtype, expansion_add=expansion_add,
                             connectivity=connectivity)
         catalog = folder / spec.name
-        facts = ensure_catalog(catalog, spec, reuse=reuse, log=log)
+        facts = ensure_catalog(catalog, spec, reuse=reuse, log=log, build_threads=build_threads)
         if sweep:
             _set_expansion_search(catalog, sweep[0])
         log(f"{spec.name}: timing open x{open_repeats} (fresh processes)")

@@ -27,6 +27,7 @@ from typing import Iterator
 import numpy as np
 
 from snapmatch.benchmarks.embedding_profile import load_default
+from snapmatch.sdk.cores import usable_cores
 from snapmatch.sdk.catalog import store
 from snapmatch.sdk.catalog.catalog import Catalog
 from snapmatch.sdk.catalog.manifest import read_manifest
@@ -155,6 +156,7 @@ def build(folder: str | os.PathLike, spec: SyntheticSpec, *, model: str | os.Pat
         "model": str(Path(model).resolve()) if model is not None else None,
         "insert_s": insert_s,
         "base_build_s": base_build_s,
+        "build_threads": threads or usable_cores(),
         "total_s": time.perf_counter() - started,
         "base_file": base.file,
         "base_vectors": base.count,

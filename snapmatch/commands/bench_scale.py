@@ -76,10 +76,12 @@ ea_option = click.option("--expansion-add", type=click.IntRange(min=1), default=
 @click.option("--adds", type=click.IntRange(min=1), default=20, show_default=True, help="Durable add_product calls timed per size.")
 @click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
               help="Threads for usearch and the numpy baseline (0: all cores).")
+@click.option("--build-threads", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Threads that build a graph (0: all cores; unreachable nodes are repaired after a parallel build).")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write scale curves as a PNG.")
 @json_option
 def scale(sizes, folder, reuse, vector_dtype, expansion_add, connectivity, expansion_search, queries, adds, threads,
-          plot, as_json) -> None:
+          build_threads, plot, as_json) -> None:
     """Build, open, search, add to and compact synthetic catalogs of growing size.
 
     Vectors have the default model's dimension and follow the profile of its
@@ -103,7 +105,8 @@ def scale(sizes, folder, reuse, vector_dtype, expansion_add, connectivity, expan
     report = _header(_invocation())
     report["results"] = bench.run(chosen, folder, vector_dtype=vector_dtype, expansion_add=expansion_add,
                                   connectivity=connectivity, expansion_search=expansion_search, queries=queries,
-                                  adds=adds, threads=threads, reuse=reuse, keep=folder is not None, log=_log)
+                                  adds=adds, threads=threads, build_threads=build_threads, reuse=reuse,
+                                  keep=folder is not None, log=_log)
     if plot:
         report["plot"] = str(bench.plot(report["results"], plot))
     if as_json:

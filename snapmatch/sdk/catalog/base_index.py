@@ -13,6 +13,9 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Iterable
+
+import numpy as np
 
 from snapmatch.sdk.catalog import store
 from snapmatch.sdk.catalog._usearch import Index, usearch
@@ -24,9 +27,15 @@ from snapmatch.sdk.fsutil import atomic_write_bytes, file_sha256, fsync_dir, fsy
 # 32 reaches a recall that 16 needs twice the search effort for, for ~10% more file per f32 vector.
 CONNECTIVITY = 32
 EXPANSION_ADD = 128
-# usearch 2.26's multi-threaded add can leave a few nodes that no search
-# reaches (unum-cloud/usearch#735): graphs are built on one thread.
-BUILD_THREADS = 1
+# usearch 2.26's multi-threaded add can leave a few nodes that no search reaches
+# (unum-cloud/usearch#735; 10 of 100,000 measured here). A graph built on several
+# threads is therefore checked: each node is searched for with its own vector, at
+# a cheap effort, and one that is not found is removed and added again on one
+# thread, where insertion links it soundly (repair_unreachable). A few changes
+# patched into a base are added on one thread.
+PATCH_THREADS = 1
+REACH_EXPANSION = 16  # the check's effort: a reachable node it misses is re-added, which costs nothing but time
+REPAIR_ROUNDS = 3
 _SCALAR_NAMES = {"f32": "F32", "f16": "F16", "i8": "I8", "bf16": "BF16"}
 
 
@@ -36,6 +45,36 @@ def base_filename(generation: int) -> str:
 
 def new_index(dim: int, dtype: str, *, connectivity: int = CONNECTIVITY, expansion_add: int = EXPANSION_ADD) -> Index:
     return Index(ndim=dim, metric="cos", dtype=dtype, connectivity=connectivity, expansion_add=expansion_add)
+
+
+def repair_unreachable(index: Index, rows: Iterable[tuple[np.ndarray, np.ndarray]], *, threads: int) -> int:
+    """Re-insert on one thread every node of `rows` (keys, vectors as added) that a search for its own vector
+    does not find; returns how many were re-inserted (usearch#735: see PATCH_THREADS)."""
+    saved = index.expansion_search
+    index.expansion_search = REACH_EXPANSION  # type: ignore[misc]  # a setter at run time
+    repaired = 0
+    try:
+        suspects = [_unfound(index, keys, vectors, threads) for keys, vectors in rows]
+        for _ in range(REPAIR_ROUNDS):
+            keys = np.concatenate([keys for keys, _ in suspects]) if suspects else np.zeros(0, np.uint64)
+            if not len(keys):
+                break
+            vectors = np.concatenate([vectors for _, vectors in suspects])
+            index.remove(keys)
+            index.add(keys, vectors, threads=1)
+            repaired += len(keys)
+            suspects = [_unfound(index, keys, vectors, threads)]
+    finally:
+        index.expansion_search = saved  # type: ignore[misc]
+    return repaired
+
+
+def _unfound(index: Index, keys: np.ndarray, vectors: np.ndarray, threads: int) -> tuple[np.ndarray, np.ndarray]:
+    """The keys (and their vectors) that a search for their own vector does not return first."""
+    keys = np.asarray(keys, dtype=np.uint64)
+    found = np.asarray(index.search(vectors, 1, threads=threads).keys).reshape(len(keys))
+    missed = found != keys
+    return keys[missed], np.asarray(vectors)[missed]
 
 
 def intact(folder: Path, info: BaseInfo) -> bool:

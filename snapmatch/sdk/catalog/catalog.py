@@ -50,6 +50,7 @@ from snapmatch.sdk.catalog.search import (
     search_products,
     with_margins,
 )
+from snapmatch.sdk.cores import usable_cores
 from snapmatch.sdk.errors import (
     CalibrationError,
     CatalogClosedError,
@@ -576,6 +577,7 @@ class Catalog:
             built = compaction.build_next_base(
                 self.folder, manifest, self._write, rebuild=rebuild, adaptation=transform,
                 new_metric=new_metric, exact_below=self.exact_below,
+                build_threads=self.threads or usable_cores(),
             )
             if built is None:
                 return False

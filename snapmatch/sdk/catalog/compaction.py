@@ -6,6 +6,7 @@ module only ever writes a new file, so an interruption here changes nothing.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from snapmatch.sdk.catalog import base_index, store
 from snapmatch.sdk.catalog.adaptation import Adaptation
 from snapmatch.sdk.catalog.manifest import BaseInfo, Manifest
 from snapmatch.sdk.errors import CatalogCorruptError
+
+log = logging.getLogger(__name__)
 
 REBUILD_SHARE = 0.25  # rebuild the graph instead of patching it once this share of the base is tombstoned
 # Graph effort of a base that is searched exactly (no search walks its graph): 20k vectors build in
@@ -31,6 +34,7 @@ def build_next_base(
     adaptation: Adaptation | None = None,
     new_metric: bool = False,
     exact_below: int = 0,
+    build_threads: int = 1,
 ) -> tuple[BaseInfo | None, int] | None:
     """Write base generation N+1 holding every live vector; None when there is nothing to merge.
 
@@ -38,7 +42,8 @@ def build_next_base(
     says the transform differs from the current base's, so every vector is
     rebuilt. An adapting catalog's base that is searched exactly (at most
     exact_below vectors) gets a cheap graph: it is rebuilt in full under the
-    catalog's settings before it grows past that. Returns the new base's info (None when no vector is left) and its generation.
+    catalog's settings before it grows past that. A full build adds on `build_threads` threads, then
+    re-inserts on one thread any node no search reaches (base_index.repair_unreachable). Returns the new base's info (None when no vector is left) and its generation.
     """
     old = manifest.base
     tombstones = store.tombstone_keys(conn)
@@ -68,7 +73,12 @@ def build_next_base(
             expansion_add=min(manifest.expansion_add, CHEAP_EXPANSION_ADD) if cheap else manifest.expansion_add,
         )
         for keys, vectors in store.iter_rows_upto(conn, high, manifest.dim):
-            index.add(keys.astype(np.uint64), adapted(vectors), threads=base_index.BUILD_THREADS)
+            index.add(keys.astype(np.uint64), adapted(vectors), threads=build_threads)
+        if build_threads > 1 and not cheap:  # a cheap graph is searched exactly: its links are never walked
+            rows = ((keys, adapted(vectors)) for keys, vectors in store.iter_rows_upto(conn, high, manifest.dim))
+            repaired = base_index.repair_unreachable(index, rows, threads=build_threads)
+            log.info("built a graph of %d vectors on %d threads; re-inserted %d that no search reached",
+                     len(index), build_threads, repaired)
     else:  # patch a private copy of the current base: cost follows the change, not the catalog
         assert old is not None  # `full` covers a catalog without a base
         index = base_index.load_for_update(folder, old)
@@ -78,7 +88,7 @@ def build_next_base(
         keys, vectors = store.rows_after(conn, old.max_key, manifest.dim)
         keys, vectors = keys[keys <= high], vectors[keys <= high]
         if len(keys):
-            index.add(keys.astype(np.uint64), adapted(vectors), threads=base_index.BUILD_THREADS)
+            index.add(keys.astype(np.uint64), adapted(vectors), threads=base_index.PATCH_THREADS)
     generation = manifest.generation + 1
     info = base_index.write_base(folder, index, generation=generation, max_key=high) if len(index) else None
     return info, generation

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from snapmatch.sdk.catalog.row_products import row_products
+
 
 @dataclass(frozen=True)
 class DeltaSnapshot:
@@ -30,7 +32,7 @@ class DeltaSnapshot:
         if count == 0:
             empty = np.zeros((len(queries), 0))
             return empty.astype(np.int64), empty.astype(np.float32)
-        scores = queries @ self.vectors.T
+        scores = row_products(queries, self.vectors)
         if count < n:
             top = np.argpartition(-scores, count - 1, axis=1)[:, :count]
             top_scores = np.take_along_axis(scores, top, axis=1)

@@ -9,6 +9,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from snapmatch.sdk.cores import usable_cores
 from snapmatch.sdk.errors import (
     EmbeddingError,
     ImageError,
@@ -55,7 +56,7 @@ class Embedder:
         self.threads = threads
         # Decoding and resizing run in OpenCV without the GIL: a batch's images are prepared on
         # as many cores as inference may use (one thread: in the caller, as before).
-        workers = threads if threads else _usable_cores()
+        workers = threads if threads else usable_cores()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="snapmatch-preprocess") if workers > 1 else None
         self._check_signature()
         self._check_output()
@@ -162,14 +163,6 @@ class Embedder:
 
     def __repr__(self) -> str:
         return f"Embedder({str(self.path)!r}, model_id={self.model_id!r}, dim={self.dim}, {self.spec.quantization})"
-
-
-def _usable_cores() -> int:
-    """The cores this process may run on (a container's CPU set, not the machine's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _batch(images: list[np.ndarray]) -> np.ndarray:
