@@ -35,6 +35,7 @@ EXPANSION_ADD = 128
 # patched into a base are added on one thread.
 PATCH_THREADS = 1
 REACH_EXPANSION = 16  # the check's effort: a reachable node it misses is re-added, which costs nothing but time
+REACH_TOP = 4  # the check looks for a node among this many results
 REPAIR_ROUNDS = 3
 _SCALAR_NAMES = {"f32": "F32", "f16": "F16", "i8": "I8", "bf16": "BF16"}
 
@@ -70,10 +71,11 @@ def repair_unreachable(index: Index, rows: Iterable[tuple[np.ndarray, np.ndarray
 
 
 def _unfound(index: Index, keys: np.ndarray, vectors: np.ndarray, threads: int) -> tuple[np.ndarray, np.ndarray]:
-    """The keys (and their vectors) that a search for their own vector does not return first."""
+    """The keys (and their vectors) that a search for their own vector does not return among its first few
+    (a few, not one: a photo added twice has a twin at the same distance)."""
     keys = np.asarray(keys, dtype=np.uint64)
-    found = np.asarray(index.search(vectors, 1, threads=threads).keys).reshape(len(keys))
-    missed = found != keys
+    found = np.asarray(index.search(vectors, REACH_TOP, threads=threads).keys).reshape(len(keys), -1)
+    missed = ~(found == keys[:, None]).any(axis=1)
     return keys[missed], np.asarray(vectors)[missed]
 
 
