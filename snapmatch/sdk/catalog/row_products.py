@@ -33,7 +33,10 @@ def row_products(queries: np.ndarray, rows: np.ndarray) -> np.ndarray:
     rows = np.ascontiguousarray(rows, dtype=np.float32)
     if len(queries) > SMALL_BATCH or len(rows) == 0 or len(queries) == 0:
         return queries @ rows.T
-    return _gemm().run(None, {"a": queries, "b": rows})[0]
+    # One query a run: a kernel picked for the batch's shape would round differently, and a photo's
+    # scores must not depend on the photos it was sent with.
+    session = _gemm()
+    return np.concatenate([session.run(None, {"a": queries[i:i + 1], "b": rows})[0] for i in range(len(queries))])
 
 
 def _gemm() -> ort.InferenceSession:

@@ -20,6 +20,15 @@ def test_equals_numpy_for_any_batch(queries):
     np.testing.assert_allclose(out, a @ b.T, rtol=1e-4, atol=1e-4)
 
 
+def test_a_query_scores_the_same_alone_or_in_a_batch():
+    rng = np.random.default_rng(7)
+    batch = rng.standard_normal((SMALL_BATCH, 960)).astype(np.float32)
+    rows = rng.standard_normal((2000, 960)).astype(np.float32)
+    together = row_products(batch, rows)
+    for i, query in enumerate(batch):
+        np.testing.assert_array_equal(row_products(query[None], rows)[0], together[i])
+
+
 def test_views_float64_and_empty_inputs():
     rng = np.random.default_rng(0)
     big = rng.standard_normal((20, 64))
