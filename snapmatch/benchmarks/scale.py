@@ -65,7 +65,7 @@ def catalog_spec(size: int, dim: int, *, vector_dtype: str = "f32", expansion_ad
                          connectivity=connectivity or base_index.CONNECTIVITY)
 
 
-def ensure_catalog(folder: Path, spec: SyntheticSpec, *, reuse: bool, log, build_threads: int = 1) -> dict:
+def ensure_catalog(folder: Path, spec: SyntheticSpec, *, reuse: bool, log, build_threads: int = 0) -> dict:
     """The build facts of the catalog `folder` holding `spec`, building it unless an earlier build can be reused."""
     facts = load_build(folder, spec) if reuse else None
     if facts is not None:

@@ -10,7 +10,7 @@ both wrong for a camera's hot path:
   BLAS does: 0.49 ms for the same product.
 onnxruntime's Gemm on one thread costs what a single-threaded BLAS costs
 (0.15 ms), whatever runs beside it, and onnxruntime is already loaded. The
-graph is four nodes' worth of protobuf, written here by hand so the runtime
+graph is a hundred bytes of protobuf, written here by hand so the runtime
 needs no `onnx` package; tests check it against `onnx.helper`.
 """
 
@@ -41,6 +41,8 @@ def row_products(queries: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 def _gemm() -> ort.InferenceSession:
     global _session
+    if _session is not None:  # the hot path: no lock once the session exists
+        return _session
     with _lock:
         if _session is None:
             options = ort.SessionOptions()
