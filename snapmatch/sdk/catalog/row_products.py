@@ -9,7 +9,9 @@ both wrong for a camera's hot path:
 - its own loop (`einsum`) stays on one thread but does not vectorise the way
   BLAS does: 0.49 ms for the same product.
 onnxruntime's Gemm on one thread costs what a single-threaded BLAS costs
-(0.15 ms), whatever runs beside it, and onnxruntime is already loaded. The
+(0.15 ms), whatever runs beside it, and onnxruntime is already loaded. (Right
+after an inference that evicted them from cache, the 11 MB of metric and
+vectors make any of the three about 1.4 ms: bound by memory, see BENCHMARKS.) The
 graph is a hundred bytes of protobuf, written here by hand so the runtime
 needs no `onnx` package; tests check it against `onnx.helper`.
 """
