@@ -92,16 +92,26 @@ def exact_scores(keys: np.ndarray, approximate: np.ndarray, rows: Mapping[int, I
                   adaptation: Adaptation | None) -> np.ndarray:
     """Cosine of each (adapted) query with its candidates' stored vectors under the metric; -inf where a key is gone."""
     exact = np.full(approximate.shape, -np.inf, dtype=np.float32)
-    cells = [(r, c) for r, c in zip(*np.nonzero(keys >= 0))
-             if int(keys[r, c]) in rows and np.isfinite(approximate[r, c])]
-    if not cells:
+    found, cols = np.nonzero(keys >= 0)
+    keep = [i for i, key in enumerate(keys[found, cols].tolist()) if key in rows]
+    found, cols = found[keep], cols[keep]
+    keep = np.isfinite(approximate[found, cols])
+    found, cols = found[keep], cols[keep]
+    if not len(found):
         return exact
-    stored = np.stack([np.frombuffer(rows[int(keys[r, c])].vector or b"", dtype=np.float32) for r, c in cells])
-    stored = np.where(damaged(stored)[:, None], np.nan, stored)  # a damaged stored vector is never served
-    stored = adapted(adaptation, stored)
-    for (r, c), vector in zip(cells, stored):
-        score = float(vector @ queries[r])
-        exact[r, c] = score if np.isfinite(score) else -np.inf
+    size = queries.shape[1] * 4  # the metric is square: stored vectors have the queries' dimension
+    blobs = [rows[key].vector or b"" for key in keys[found, cols].tolist()]
+    if all(len(blob) == size for blob in blobs):
+        stored = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), -1)
+    else:
+        stored = np.full((len(blobs), queries.shape[1]), np.nan, dtype=np.float32)
+        for i, blob in enumerate(blobs):
+            if len(blob) == size:
+                stored[i] = np.frombuffer(blob, dtype=np.float32)
+    bad = damaged(stored)  # a damaged stored vector is never served
+    stored = adapted(adaptation, np.where(bad[:, None], 0.0, stored).astype(np.float32))
+    scores = np.einsum("ij,ij->i", stored, queries[found])
+    exact[found, cols] = np.where(bad | ~np.isfinite(scores), -np.inf, scores)
     return exact
 
 

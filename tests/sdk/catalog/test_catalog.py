@@ -670,6 +670,27 @@ def test_quantized_base_reports_exact_cosine_scores(tmp_path, dtype):
         assert quantized_matches[0].product_id == f32_matches[0].product_id
 
 
+@pytest.mark.parametrize("damage", [b"\x00" * 12, np.full(48, np.nan, dtype=np.float32).tobytes()])
+def test_a_quantized_base_never_serves_a_damaged_stored_vector(tmp_path, damage):
+    """Rescoring an i8 base under the catalog's metric: a stored vector of the wrong size or not finite scores -inf."""
+    vectors = unit_vectors(400, 48, seed=3)
+    with Catalog.create(tmp_path / "c", model_id="m", dim=48, vector_dtype="i8", compact_at=1 << 20,
+                        adapt=True) as catalog:
+        for product in range(100):
+            catalog.add(f"p{product}", vectors[4 * product:4 * product + 4])
+        catalog.compact()
+        assert catalog._state.adaptation is not None
+        catalog._write.execute("UPDATE images SET vector = ? WHERE key = 1", (damage,))
+        keys, scores = catalog.search_base(vectors[:1], 12, candidates=12)
+        assert 1 in keys[0].tolist()  # its own vector finds it in the index ...
+        assert scores[0][keys[0].tolist().index(1)] == -np.inf  # ... and rescoring refuses what SQLite holds
+        live = np.isfinite(scores[0])
+        metric = catalog._state.adaptation
+        expected = metric.apply(vectors[keys[0][live] - 1]) @ metric.apply(vectors[:1])[0]
+        np.testing.assert_allclose(scores[0][live], expected, atol=1e-5)
+        assert all(m.image_key != 1 for m in catalog.search(vectors[:1], k=20)[0])
+
+
 def test_graph_settings_are_the_catalogs_own(tmp_path):
     """connectivity/expansion_add live in the manifest and every rebuild of the base follows them."""
     vectors = unit_vectors(60, 16, seed=5)
