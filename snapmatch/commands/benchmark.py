@@ -18,6 +18,7 @@ BENCHMARKS = {
     "open-time": ("snapmatch.commands.bench_scale:open_time", "Time to open catalogs of growing size, each in a fresh process."),
     "search-shape": ("snapmatch.commands.bench_scale:search_shape", "Search cost of one photo per product vs many photos per product."),
     "watch": ("snapmatch.commands.bench_watch:watch", "Sustained lookups/s of `watch` and the delay before a product is named."),
+    "tradeoff": ("snapmatch.commands.bench_tradeoff:tradeoff", "Training runs' accuracy on unseen products against their models' latency."),
     "serve": ("snapmatch.commands.bench_serve:serve", "Requests/s and p50/p99 of `snapmatch serve`, micro-batching on vs off; kill -9."),
 }
 
