@@ -22,7 +22,7 @@ import resource
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -113,6 +113,20 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
+def _every_tenth(log: Callable[[str], None], name: str) -> Callable[[str, int, int], None]:
+    """A compaction progress callback that logs each tenth of each step (a 1M graph takes tens of minutes)."""
+    logged: dict[str, int] = {}
+    steps = {"graph": "graph", "check": "reachability check"}
+
+    def report(step: str, done: int, total: int) -> None:
+        tenth = done * 10 // total if total else 10
+        if logged.get(step, -1) < tenth:
+            logged[step] = tenth
+            log(f"{name}: {steps.get(step, step)} {done:,} of {total:,}")
+
+    return report
+
+
 def build(folder: str | os.PathLike, spec: SyntheticSpec, *, model: str | os.PathLike | None = None,
           threads: int = 0, log=None) -> dict:
     """Create the catalog `folder` (must not exist yet), fill it and compact it; returns build facts.
@@ -140,7 +154,7 @@ def build(folder: str | os.PathLike, spec: SyntheticSpec, *, model: str | os.Pat
         insert_s = time.perf_counter() - t0
         log(f"{spec.name}: inserted in {insert_s:.1f} s; building the base (compact)")
         t0 = time.perf_counter()
-        catalog.compact()
+        catalog.compact(progress=_every_tenth(log, spec.name))
         base_build_s = time.perf_counter() - t0
         log(f"{spec.name}: base built in {base_build_s:.1f} s")
     finally:

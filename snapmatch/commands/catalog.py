@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import click
@@ -201,10 +202,20 @@ def compact(catalog: Path, rebuild: bool, refit: bool, wait: float, as_json: boo
     """
     from snapmatch.sdk.product_search import ProductSearch
 
-    with ProductSearch.open(catalog, wait=wait) as search:
+    with ProductSearch.open(catalog, wait=wait) as search, contextlib.ExitStack() as bars:
         if not as_json:
             status(f"compacting {catalog} ...")
-        changed = search.compact(rebuild=rebuild, refit=True if refit else None)
+        shown: dict = {}
+
+        def on_progress(step: str, done: int, total: int) -> None:
+            if step not in shown:
+                for bar in shown.values():
+                    bar.close()
+                label = "building the graph" if step == "graph" else "checking every image is reachable"
+                shown[step] = bars.enter_context(progress(total, label, quiet=as_json))
+            shown[step].update(done - shown[step].n)
+
+        changed = search.compact(rebuild=rebuild, refit=True if refit else None, progress=on_progress)
         stats = search.info()
     if as_json:
         emit_json({"compacted": changed, **stats})

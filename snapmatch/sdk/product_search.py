@@ -267,13 +267,15 @@ class ProductSearch:
         """Remove a product and its images; returns how many images were removed."""
         return self.catalog.remove(product_id)
 
-    def compact(self, *, rebuild: bool = False, refit: bool | None = None) -> bool:
+    def compact(self, *, rebuild: bool = False, refit: bool | None = None,
+                progress: Callable[[str, int, int], None] | None = None) -> bool:
         """Merge recent additions and removals into a new base index (the writer also does this by itself).
 
         rebuild: the whole graph anew; refit: the catalog's metric now (True),
         never (False) or when due (None). False when there was nothing to do.
+        progress(step, done, total): how far a full graph build is (see Catalog.compact).
         """
-        return self.catalog.compact(rebuild=rebuild, refit=refit)
+        return self.catalog.compact(rebuild=rebuild, refit=refit, progress=progress)
 
     def tune(self, *, adapt: bool | None = None, **settings) -> dict:
         """Change search and rebuild settings durably (expansion_search, connectivity, expansion_add,

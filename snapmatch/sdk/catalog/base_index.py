@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -48,14 +48,23 @@ def new_index(dim: int, dtype: str, *, connectivity: int = CONNECTIVITY, expansi
     return Index(ndim=dim, metric="cos", dtype=dtype, connectivity=connectivity, expansion_add=expansion_add)
 
 
-def repair_unreachable(index: Index, rows: Iterable[tuple[np.ndarray, np.ndarray]], *, threads: int) -> int:
+def repair_unreachable(index: Index, rows: Iterable[tuple[np.ndarray, np.ndarray]], *, threads: int,
+                       on_checked: Callable[[int], None] | None = None) -> int:
     """Re-insert on one thread every node of `rows` (keys, vectors as added) that a search for its own vector
-    does not find; returns how many were re-inserted (usearch#735: see PATCH_THREADS)."""
+    does not find; returns how many were re-inserted (usearch#735: see PATCH_THREADS).
+
+    on_checked(n): called with the count of rows searched for so far, after each chunk of `rows`.
+    """
     saved = index.expansion_search
     index.expansion_search = REACH_EXPANSION  # type: ignore[misc]  # a setter at run time
-    repaired = 0
+    repaired = checked = 0
     try:
-        suspects = [_unfound(index, keys, vectors, threads) for keys, vectors in rows]
+        suspects = []
+        for keys, vectors in rows:
+            suspects.append(_unfound(index, keys, vectors, threads))
+            checked += len(keys)
+            if on_checked is not None:
+                on_checked(checked)
         for _ in range(REPAIR_ROUNDS):
             keys = np.concatenate([keys for keys, _ in suspects]) if suspects else np.zeros(0, np.uint64)
             if not len(keys):

@@ -544,20 +544,24 @@ class Catalog:
             )
 
     @_database_errors
-    def compact(self, *, rebuild: bool = False, refit: bool | None = None) -> bool:
+    def compact(self, *, rebuild: bool = False, refit: bool | None = None,
+                progress: compaction.Progress | None = None) -> bool:
         """Merge the delta and tombstones into a new base; returns False when there was nothing to do.
 
         refit: fit the catalog's metric anew (True), keep it (False), or refit
         when it is due (None: the catalog changed by REFIT_SHARE since the fit).
+        progress(step, done, total): how far a full build of the graph is
+        ("graph": vectors added; "check": vectors searched for after a parallel build).
         Crash-safe: the new base and transform are fsynced under new names
         before the manifest (replaced atomically) points at them; retired rows
         and files are cleaned after.
         """
         self._check_writable()
         with self._write_mutex:
-            return self._compact(rebuild=rebuild, refit=refit)
+            return self._compact(rebuild=rebuild, refit=refit, progress=progress)
 
-    def _compact(self, *, rebuild: bool, refit: bool | None, fitted: Adaptation | None | object = _NOT_FITTED) -> bool:
+    def _compact(self, *, rebuild: bool, refit: bool | None, fitted: Adaptation | None | object = _NOT_FITTED,
+                 progress: compaction.Progress | None = None) -> bool:
         """compact(); `fitted` is a transform the caller already fitted for this refit."""
         with self._write_mutex:
             manifest = read_manifest(self.folder)
@@ -577,7 +581,7 @@ class Catalog:
             built = compaction.build_next_base(
                 self.folder, manifest, self._write, rebuild=rebuild, adaptation=transform,
                 new_metric=new_metric, exact_below=self.exact_below,
-                build_threads=self.threads or usable_cores(),
+                build_threads=self.threads or usable_cores(), progress=progress,
             )
             if built is None:
                 return False

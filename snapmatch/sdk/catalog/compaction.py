@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -24,6 +25,10 @@ REBUILD_SHARE = 0.25  # rebuild the graph instead of patching it once this share
 # ~2 s instead of ~50 s, which keeps a refit of the catalog's metric cheap enough to run inside a write.
 CHEAP_EXPANSION_ADD = 16
 
+# (step, done, total) while a full build runs: "graph" (vectors added), then "check" (vectors searched
+# for, after a parallel build). A 1M graph takes tens of minutes: a caller can show how far it is.
+Progress = Callable[[str, int, int], None]
+
 
 def build_next_base(
     folder: Path,
@@ -35,6 +40,7 @@ def build_next_base(
     new_metric: bool = False,
     exact_below: int = 0,
     build_threads: int = 1,
+    progress: Progress | None = None,
 ) -> tuple[BaseInfo | None, int] | None:
     """Write base generation N+1 holding every live vector; None when there is nothing to merge.
 
@@ -72,11 +78,15 @@ def build_next_base(
             manifest.dim, manifest.vector_dtype, connectivity=manifest.connectivity,
             expansion_add=min(manifest.expansion_add, CHEAP_EXPANSION_ADD) if cheap else manifest.expansion_add,
         )
+        report = progress or (lambda step, done, total: None)
+        total = store.count_upto(conn, high) if progress else 0
         for keys, vectors in store.iter_rows_upto(conn, high, manifest.dim):
             index.add(keys.astype(np.uint64), adapted(vectors), threads=build_threads)
+            report("graph", len(index), total)
         if build_threads > 1 and not cheap:  # a cheap graph is searched exactly: its links are never walked
             rows = ((keys, adapted(vectors)) for keys, vectors in store.iter_rows_upto(conn, high, manifest.dim))
-            repaired = base_index.repair_unreachable(index, rows, threads=build_threads)
+            repaired = base_index.repair_unreachable(index, rows, threads=build_threads,
+                                                     on_checked=lambda done: report("check", done, total))
             log.info("built a graph of %d vectors on %d threads; re-inserted %d that no search reached",
                      len(index), build_threads, repaired)
     else:  # patch a private copy of the current base: cost follows the change, not the catalog

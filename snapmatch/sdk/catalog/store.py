@@ -328,6 +328,11 @@ def rows_after(conn: sqlite3.Connection, key: int, dim: int) -> tuple[np.ndarray
     return _unpack(rows, dim)
 
 
+def count_upto(conn: sqlite3.Connection, key: int) -> int:
+    """Images with a key up to `key` (what iter_rows_upto yields, damaged rows included)."""
+    return int(conn.execute("SELECT count(*) FROM images WHERE key <= ?", (key,)).fetchone()[0])
+
+
 def iter_rows_upto(conn: sqlite3.Connection, key: int, dim: int, chunk: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """All live images with a key up to `key`, in chunks (for rebuilding a base)."""
     last = 0

@@ -66,9 +66,12 @@ def test_a_catalog_builds_its_graph_on_every_thread_it_may_use_and_every_image_s
     with Catalog.create(tmp_path / "catalog", model_id="test", dim=DIM, threads=2, exact_below=0) as catalog:
         for start in range(0, 4000, 4):
             catalog.add(f"p{start // 4}", vectors[start:start + 4])
+        steps: list[tuple[str, int, int]] = []
         with caplog.at_level(logging.INFO, logger="snapmatch.sdk.catalog.compaction"):
-            catalog.compact()
+            catalog.compact(progress=lambda *step: steps.append(step))
         assert "on 2 threads" in caplog.text
+        assert steps[-1] == ("check", 4000, 4000)  # how far the build is, for a progress bar
+        assert ("graph", 4000, 4000) in steps and steps.index(("graph", 4000, 4000)) < len(steps) - 1
         results = catalog.search(vectors, k=1)
     assert read_manifest(tmp_path / "catalog").base.count == 4000
     assert [r[0].product_id for r in results] == [f"p{i // 4}" for i in range(4000)]
