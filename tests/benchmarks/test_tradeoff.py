@@ -42,6 +42,16 @@ def test_a_fold_run_gives_the_mean_of_its_folds_and_each_model_it_has(fold_run):
     assert sorted(recipe.models) == ["fp32", "int8"]
 
 
+def test_a_run_without_folds_is_one_fold(tmp_path, model_path):
+    run = tmp_path / "mine"  # `snapmatch train DATA --out runs/mine`
+    run.mkdir()
+    (run / "evaluation.json").write_text(json.dumps(_evaluation(0.5, 0.6)))
+    shutil.copy(model_path, run / "model.onnx")
+    recipe = load_recipe(run)
+    assert recipe.folds == 1 and recipe.figures["unseen R@1"] == {"off": 0.5, "on": 0.6}
+    assert load_recipe(run / "model.onnx").label == "mine"  # a model file is named after its run
+
+
 def test_a_figure_missing_from_one_fold_is_not_averaged_over_the_others(fold_run):
     path = fold_run / "fold-2" / "evaluation.json"
     report = json.loads(path.read_text())
