@@ -172,7 +172,8 @@ def plot(result: dict, path: str | os.PathLike, figure: str = PLOTTED) -> Path:
     from snapmatch.benchmarks.plots import pyplot, save
 
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 5))
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    placed: list[tuple[float, float]] = []  # points labelled so far: a label near another goes below it
     for row in result["rows"]:
         value = row["figures"][figure]["on"]
         if value is None:
@@ -183,9 +184,12 @@ def plot(result: dict, path: str | os.PathLike, figure: str = PLOTTED) -> Path:
                         xycoords=("data", "axes fraction"), rotation=90, fontsize=7, color="0.4")
             continue
         marker = "s" if row["variant"] == "int8" else "o"
-        ax.plot(row["latency_ms"]["median"], value, marker, markersize=7)
-        ax.annotate(f"{row['label']} ({row['variant']})", (row["latency_ms"]["median"], value),
-                    textcoords="offset points", xytext=(5, 4), fontsize=7)
+        ms = row["latency_ms"]["median"]
+        ax.plot(ms, value, marker, markersize=7)
+        near = sum(abs(ms - x) < 0.5 and abs(value - y) < 0.004 for x, y in placed)
+        placed.append((ms, value))
+        ax.annotate(f"{row['label']} ({row['variant']})", (ms, value), textcoords="offset points",
+                    xytext=(5, 4 - 10 * near), fontsize=7)
     ax.set_xlabel(f"inference of one photo, ms (median, {result['threads'] or 'all'} thread(s))")
     ax.set_ylabel(f"{figure} (catalog adaptation on)")
     ax.set_title("Accuracy per millisecond (products the model never trained on)")
