@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from snapmatch.commands.output import emit_json, json_option, positive_ints, thread_settings
+from snapmatch.commands.output import emit_report, json_option, positive_ints, thread_settings
 
 
 existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -57,11 +57,4 @@ def latency(model, threads, images, repeats, warmup, batch_sizes, catalog_size, 
                            batch_sizes=batch_sizes, catalog_size=catalog_size, int8=int8, checkpoint=checkpoint,
                            torch=not no_torch, profile=profile)
     result = run(config, log=lambda message: click.echo(message, err=True) if sys.stderr.isatty() else None)
-    if plot_path is not None:
-        result["plot"] = str(plot(result, plot_path))
-    if as_json:
-        emit_json(result)
-        return
-    click.echo(format_report(result))
-    if plot_path is not None:
-        click.echo(f"\nplot: {result['plot']}")
+    emit_report(result, None if as_json else format_report(result), as_json=as_json, plot_path=plot_path, plot=plot)

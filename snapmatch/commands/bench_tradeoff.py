@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from snapmatch.commands.output import emit_json, json_option
+from snapmatch.commands.output import emit_report, json_option
 
 
 @click.command()
@@ -47,11 +47,4 @@ def tradeoff(runs, labels, threads, repeats, images, plot_path, as_json) -> None
         pyplot()  # no matplotlib: say so now, not after the timing
     result = run(runs, labels, threads=threads, repeats=repeats, images=images,
                  log=lambda message: click.echo(message, err=True) if sys.stderr.isatty() else None)
-    if plot_path is not None:
-        result["plot"] = str(plot(result, plot_path))
-    if as_json:
-        emit_json(result)
-        return
-    click.echo(format_table(result))
-    if plot_path is not None:
-        click.echo(f"\nplot: {result['plot']}")
+    emit_report(result, None if as_json else format_table(result), as_json=as_json, plot_path=plot_path, plot=plot)

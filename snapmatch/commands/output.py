@@ -45,6 +45,21 @@ def emit_json(payload) -> None:
     click.echo(json.dumps(payload, indent=2, sort_keys=False))
 
 
+def emit_report(result: dict, text: str | None, *, as_json: bool, plot_path, plot) -> None:
+    """A benchmark's ending: its chart written (when asked), then JSON or its table, and where the chart is.
+
+    text: the table, or None to format nothing (under --json); plot(result, path) writes the chart.
+    """
+    if plot_path is not None:
+        result["plot"] = str(plot(result, plot_path))
+    if as_json:
+        emit_json(result)
+        return
+    click.echo(text)
+    if plot_path is not None:
+        click.echo(f"\nplot: {result['plot']}")
+
+
 def progress(total: int | None, description: str, *, quiet: bool = False):
     """A progress bar on stderr; hidden when stderr is not a terminal, or `quiet` (under --json)."""
     from tqdm import tqdm
