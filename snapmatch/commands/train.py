@@ -56,6 +56,8 @@ def _unseen(value: str | None) -> list[str] | None:
               help="Keep the first K backbone blocks as they start (what every product shares).")
 @click.option("--distill", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Weight of a pull towards the starting network's embeddings (keeps what it knew).")
+@click.option("--l2sp", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Weight of a pull towards the starting network's weights (L2-SP: sum of squared changes).")
 @click.option("--batch-size", type=click.IntRange(min=4), default=64, show_default=True,
               help="At most this many photos a step; a dataset with few products gets products x 4.")
 @click.option("--image-size", type=click.IntRange(min=32), default=224, show_default=True)
@@ -69,7 +71,7 @@ def _unseen(value: str | None) -> list[str] | None:
 @click.option("--resume", is_flag=True, help="Continue the run in OUT (its last checkpoint, or its next fold).")
 @json_option
 def train(photos, out, epochs, holdout, folds, unseen, split_seed, pretrained, loss, camera, catalog_pairs, backbone,
-          head, dim, pooling, freeze_blocks, distill, batch_size, image_size, backbone_lr, lr, proxy_lr, seed, threads,
+          head, dim, pooling, freeze_blocks, distill, l2sp, batch_size, image_size, backbone_lr, lr, proxy_lr, seed, threads,
           no_evaluate, resume, as_json) -> None:
     """Fine-tune the embedding network on your own product photos.
 
@@ -111,7 +113,7 @@ def train(photos, out, epochs, holdout, folds, unseen, split_seed, pretrained, l
         backbone = infer_backbone("" if pretrained == "none" else pretrained)
     config = TrainConfig(data=str(dataset.source), out=str(out), backbone=backbone,
                          pretrained="" if pretrained == "none" else pretrained, head=head, dim=dim, loss=loss,
-                         pooling=pooling, freeze_blocks=freeze_blocks, distill=distill,
+                         pooling=pooling, freeze_blocks=freeze_blocks, distill=distill, l2sp=l2sp,
                          epochs=epochs, batch_size=batch_size, image_size=image_size, backbone_lr=backbone_lr, lr=lr,
                          proxy_lr=proxy_lr, seed=seed, threads=threads, catalog_pairs=catalog_pairs)
     if camera:

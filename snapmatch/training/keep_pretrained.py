@@ -7,7 +7,9 @@ told them apart before. Two levers hold it back:
 - `freeze_blocks`: the first k blocks of `features` keep their weights
   (edges and textures are what every product shares);
 - `distill`: each photo's embedding stays near the starting network's
-  (a frozen copy), weighted against the metric loss: loss += w * mean(1 - cos).
+  (a frozen copy), weighted against the metric loss: loss += w * mean(1 - cos);
+- `l2sp`: the weights themselves stay near where they started (L2-SP, Li et
+  al. 2018): loss += w * sum((theta - theta_0)^2) over the trainable weights.
 """
 
 from __future__ import annotations
@@ -40,3 +42,14 @@ class Distillation:
         with torch.no_grad():
             target = self.teacher(images)
         return self.weight * (1.0 - (embeddings * target).sum(dim=1)).mean()
+
+
+class L2SP:
+    """A penalty towards the starting weights: w * sum over trainable tensors of ||theta - theta_0||^2."""
+
+    def __init__(self, model: nn.Module, weight: float) -> None:
+        self.weight = weight
+        self.start = [(p, p.detach().clone()) for p in model.parameters() if p.requires_grad]
+
+    def __call__(self) -> torch.Tensor:
+        return self.weight * sum(((p - p0) ** 2).sum() for p, p0 in self.start)  # type: ignore[return-value]

@@ -25,7 +25,7 @@ from snapmatch.sdk.errors import CatalogExistsError, DatasetError, ImageError
 from snapmatch.training.augment import AugmentConfig, augment
 from snapmatch.training.checkpoint import load_checkpoint
 from snapmatch.training.data import Dataset, Photo
-from snapmatch.training.keep_pretrained import Distillation, freeze_blocks
+from snapmatch.training.keep_pretrained import L2SP, Distillation, freeze_blocks
 from snapmatch.training.losses import build_criterion
 from snapmatch.training.splits import Split
 
@@ -59,6 +59,7 @@ class TrainConfig:
     pooling: str = "avg"  # "avg" or "gem" (snapmatch.training.model.GeM)
     freeze_blocks: int = 0  # keep the first k blocks of the backbone as they start (keep_pretrained)
     distill: float = 0.0  # weight of the pull towards the starting network's embeddings (keep_pretrained)
+    l2sp: float = 0.0  # weight of the pull towards the starting network's weights (keep_pretrained)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     seed: int = 0
     threads: int = 0  # torch CPU threads (0: all cores)
@@ -228,6 +229,7 @@ def train(config: TrainConfig, dataset: Dataset, split: Split, *, resume: bool =
     if config.freeze_blocks:
         freeze_blocks(model, config.freeze_blocks)
     distillation = Distillation(model, config.distill) if config.distill else None
+    l2sp = L2SP(model, config.l2sp) if config.l2sp else None  # after freezing: frozen weights cannot move
     criterion = build_criterion(config.loss, num_classes=len(classes), dim=model.embedding_dim)
     groups = parameter_groups(model, criterion, config)
     optimiser = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
@@ -276,6 +278,8 @@ def train(config: TrainConfig, dataset: Dataset, split: Split, *, resume: bool =
             loss = criterion(embeddings, batch_labels)
             if distillation is not None:
                 loss = loss + distillation(batch, embeddings)
+            if l2sp is not None:
+                loss = loss + l2sp()
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()

@@ -13,7 +13,7 @@ from snapmatch.sdk.errors import ModelError  # noqa: E402
 from snapmatch.sdk.model.model_spec import InputSpec  # noqa: E402
 from snapmatch.sdk.product_search import DEFAULT_MODEL  # noqa: E402
 from snapmatch.training import pretrained  # noqa: E402
-from snapmatch.training.keep_pretrained import Distillation, freeze_blocks  # noqa: E402
+from snapmatch.training.keep_pretrained import L2SP, Distillation, freeze_blocks  # noqa: E402
 from snapmatch.training.model import GeM, ModelConfig, build_model  # noqa: E402
 
 
@@ -83,3 +83,18 @@ def test_distillation_is_zero_at_the_start_and_grows_as_the_network_moves():
         for p in net.parameters():
             p.add_(torch.randn_like(p) * 0.05)
     assert float(distill(batch, net(batch)).detach()) > 0.01
+
+
+def test_l2sp_is_zero_at_the_start_and_pulls_moved_weights_back():
+    net = build_model(ModelConfig(freeze_bn=False))
+    freeze_blocks(net, 2)
+    penalty = L2SP(net, weight=0.5)
+    assert float(penalty().detach()) == 0.0
+    moved = [p for p in net.parameters() if p.requires_grad]
+    with torch.no_grad():
+        for p in moved:
+            p.add_(0.01)
+    expected = 0.5 * sum(p.numel() for p in moved) * 0.01 ** 2
+    assert float(penalty().detach()) == pytest.approx(expected, rel=1e-3)  # frozen weights are not counted
+    penalty().backward()  # its gradient points each weight back to where it started
+    assert all(torch.allclose(p.grad, torch.full_like(p, 0.5 * 2 * 0.01), rtol=1e-3) for p in moved)
