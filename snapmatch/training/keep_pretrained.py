@@ -2,7 +2,7 @@
 
 Fine-tuning on a few dozen products pulls the embedding towards telling
 exactly those apart; products it never saw lose the general features that
-told them apart before. Two levers hold it back:
+told them apart before. Three levers hold it back:
 
 - `freeze_blocks`: the first k blocks of `features` keep their weights
   (edges and textures are what every product shares);
