@@ -40,7 +40,7 @@ FIGURES = (
     ("OPEN rejected", "OPEN.unknown_rejected"),
 )
 PLOTTED = "unseen R@1"  # the issue's measure: products added on the device, adaptation on
-MODEL_FILES = (("fp32", "model.onnx"), ("int8", "model-int8.onnx"))
+MODEL_FILES = ("model.onnx", "model-int8.onnx")  # what `snapmatch export [--int8]` writes
 
 
 @dataclass
@@ -51,7 +51,7 @@ class Recipe:
     source: str
     folds: int
     figures: dict[str, dict[str, float | None]]  # figure -> {"off": x, "on": y}
-    models: dict[str, Path] = field(default_factory=dict)  # variant -> ONNX file
+    models: list[Path] = field(default_factory=list)  # ONNX files (their quantization names them when timed)
 
 
 def load_recipe(path: str | os.PathLike, label: str | None = None) -> Recipe:
@@ -61,7 +61,7 @@ def load_recipe(path: str | os.PathLike, label: str | None = None) -> Recipe:
         if path.suffix != ".onnx":
             raise InvalidArgumentError(f"{path}: give a run folder or an .onnx model")
         evaluations = [path.parent / "evaluation.json"] if (path.parent / "evaluation.json").is_file() else []
-        models = {Embedder(path, threads=1).spec.quantization: path}
+        models = [path]
     elif path.is_dir():
         folds = sorted(p for p in path.glob("fold-*") if p.is_dir()) or [path]
         evaluations = [fold / "evaluation.json" for fold in folds if (fold / "evaluation.json").is_file()]
@@ -69,7 +69,7 @@ def load_recipe(path: str | os.PathLike, label: str | None = None) -> Recipe:
         if not with_model:
             raise InvalidArgumentError(f"{path}: no model.onnx (in it or in its fold-* folders); "
                                        "export the run first (snapmatch export)")
-        models = {variant: with_model[0] / name for variant, name in MODEL_FILES if (with_model[0] / name).is_file()}
+        models = [with_model[0] / name for name in MODEL_FILES if (with_model[0] / name).is_file()]
     else:
         raise InvalidArgumentError(f"{path}: no such run folder or model")
     figures = _mean_figures([_read(e) for e in evaluations])
@@ -77,7 +77,7 @@ def load_recipe(path: str | os.PathLike, label: str | None = None) -> Recipe:
 
 
 def _default_label(path: Path) -> str:
-    return path.parent.name if path.is_file() and path.name in dict(MODEL_FILES).values() else path.stem
+    return path.parent.name if path.is_file() and path.name in MODEL_FILES else path.stem
 
 
 def _read(path: Path) -> dict:
@@ -111,7 +111,7 @@ def _dig(report: dict, where: str) -> float | None:
 
 def time_models(models: dict[str, Path], *, threads: int = 1, repeats: int = 100, warmup: int = 10,
                 images: str | os.PathLike | None = None) -> dict[str, dict]:
-    """Median (and spread) ms of one photo's inference per model, timed round-robin."""
+    """Median (and spread) ms of one photo's inference per model, timed round-robin, with its quantization."""
     if repeats < 1 or warmup < 0:
         raise InvalidArgumentError("repeats must be >= 1 and warmup >= 0")
     photos = load_photos(images, max_images=20)
@@ -126,7 +126,8 @@ def time_models(models: dict[str, Path], *, threads: int = 1, repeats: int = 100
             embedder.embed_batch(x)
             if round_ >= warmup:
                 times[name].append((time.perf_counter() - start) * 1000)
-    return {name: summary(values) for name, values in times.items()}
+    return {name: {**summary(values), "quantization": embedders[name].spec.quantization}
+            for name, values in times.items()}
 
 
 def run(paths: Sequence[str | os.PathLike], labels: Sequence[str] = (), *, threads: int = 1, repeats: int = 100,
@@ -135,15 +136,16 @@ def run(paths: Sequence[str | os.PathLike], labels: Sequence[str] = (), *, threa
     if labels and len(labels) != len(paths):
         raise InvalidArgumentError(f"{len(labels)} labels for {len(paths)} runs")
     recipes = [load_recipe(path, labels[i] if labels else None) for i, path in enumerate(paths)]
-    timed = {f"{i}:{variant}": path for i, recipe in enumerate(recipes) for variant, path in recipe.models.items()}
+    timed = {f"{i}:{j}": path for i, recipe in enumerate(recipes) for j, path in enumerate(recipe.models)}
     if log:
         log(f"timing {len(timed)} models at {threads or 'all'} thread(s), {repeats} rounds")
     latency = time_models(timed, threads=threads, repeats=repeats, images=images)
     first = next(iter(latency.values()))["median"] if latency else None
     rows = []
     for i, recipe in enumerate(recipes):
-        for variant in recipe.models:
-            ms = latency[f"{i}:{variant}"]
+        for j in range(len(recipe.models)):
+            ms = latency[f"{i}:{j}"]
+            variant = ms.pop("quantization")
             rows.append({"label": recipe.label, "variant": variant, "source": recipe.source, "folds": recipe.folds,
                          "latency_ms": ms, "latency_vs_first": ms["median"] / first if first else None,
                          "figures": recipe.figures})

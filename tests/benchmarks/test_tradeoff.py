@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from snapmatch.benchmarks.tradeoff import load_recipe
 from snapmatch.cli import cli
+from snapmatch.sdk.model.model_spec import PREFIX
 from tests.model_factory import build_model
 
 
@@ -29,7 +30,8 @@ def fold_run(tmp_path, model_path):
         (run / f"fold-{fold}").mkdir(parents=True)
         (run / f"fold-{fold}" / "evaluation.json").write_text(json.dumps(_evaluation(off, on)))
         shutil.copy(model_path, run / f"fold-{fold}" / "model.onnx")
-    build_model(run / "fold-1" / "model-int8.onnx", size=64, seed=2)  # stands in for an int8 export
+    int8 = {PREFIX + "quantization": "int8"}  # what `snapmatch export --int8` would write
+    build_model(run / "fold-1" / "model-int8.onnx", size=64, seed=2, metadata=int8)
     return run
 
 
@@ -39,7 +41,7 @@ def test_a_fold_run_gives_the_mean_of_its_folds_and_each_model_it_has(fold_run):
     assert recipe.figures["unseen R@1"] == {"off": pytest.approx(0.7), "on": pytest.approx(0.8)}
     assert recipe.figures["unseen MAP@R"]["off"] == pytest.approx(0.35)
     assert recipe.figures["P3"] == {"off": pytest.approx(0.5), "on": None}  # not measured adapted: none made up
-    assert sorted(recipe.models) == ["fp32", "int8"]
+    assert [m.name for m in recipe.models] == ["model.onnx", "model-int8.onnx"]
 
 
 def test_a_run_without_folds_is_one_fold(tmp_path, model_path):
