@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from snapmatch.benchmarks import embedding_profile, memory, scale
-from snapmatch.benchmarks.synthetic_catalog import SyntheticSpec, build_record, clustered_chunks
+from snapmatch.benchmarks.synthetic_catalog import SyntheticSpec, clustered_chunks
 from snapmatch.sdk.catalog.catalog import Catalog
 from snapmatch.sdk.product_search import DEFAULT_MODEL
 from snapmatch.sdk.model.embedder import Embedder
@@ -63,20 +63,6 @@ def test_scale_reuses_an_earlier_build_of_the_same_spec(tmp_path):
     assert not first[0]["build"]["reused"] and again[0]["build"]["reused"]
     rebuilt = scale.run([600], tmp_path, queries=4, adds=1, open_repeats=1, reuse=False)
     assert not rebuilt[0]["build"]["reused"]
-
-
-def test_scale_measures_a_reduced_base_and_reuses_builds_from_before_base_dim(tmp_path):
-    (reduced,) = scale.run([1500], tmp_path, queries=20, adds=1, open_repeats=1, exact_below=100, base_dim=64,
-                           vector_dtype="i8")
-    assert reduced["base_dim"] == 64 and "-b64-" in reduced["catalog"]
-    assert reduced["recall_at_10_rescored"] >= 0.8  # the full vectors rank what the reduced graph found
-    (full,) = scale.run([1500], tmp_path, queries=4, adds=1, open_repeats=1, vector_dtype="i8")
-    record = build_record(full["catalog"])
-    facts = json.loads(record.read_text())
-    del facts["spec"]["base_dim"]  # written before the spec had the field: it read as 0
-    record.write_text(json.dumps(facts))
-    (again,) = scale.run([1500], tmp_path, queries=4, adds=1, open_repeats=1, vector_dtype="i8")
-    assert again["build"]["reused"] and again["base_dim"] == 576
 
 
 def test_queries_are_near_copies_and_new_photos_of_stored_products():
