@@ -52,7 +52,7 @@ CHILD_TIMEOUT_S = 3600
 
 
 def catalog_spec(size: int, dim: int, *, vector_dtype: str = "f32", expansion_add: int | None = None,
-                 connectivity: int | None = None, base_dim: int = 0) -> SyntheticSpec:
+                 connectivity: int | None = None) -> SyntheticSpec:
     """The synthetic catalog the scale and memory benchmarks use (shaped like real embeddings).
 
     Graph settings are made explicit (snapmatch's defaults when None): they name the catalog's folder,
@@ -62,7 +62,7 @@ def catalog_spec(size: int, dim: int, *, vector_dtype: str = "f32", expansion_ad
     distribution = "profile" if load_default().dim == dim else "clusters"
     return SyntheticSpec(size=int(size), dim=dim, vector_dtype=vector_dtype, distribution=distribution,
                          expansion_add=expansion_add or base_index.EXPANSION_ADD,
-                         connectivity=connectivity or base_index.CONNECTIVITY, base_dim=base_dim)
+                         connectivity=connectivity or base_index.CONNECTIVITY)
 
 
 def ensure_catalog(folder: Path, spec: SyntheticSpec, *, reuse: bool, log, build_threads: int = 0) -> dict:
@@ -84,7 +84,6 @@ def run(
     vector_dtype: str = "f32",
     expansion_add: int | None = None,
     connectivity: int | None = None,
-    base_dim: int = 0,
     expansion_search: Sequence[int] | int | None = None,
     queries: int = 1000,
     open_repeats: int = 3,
@@ -100,7 +99,6 @@ def run(
 
     exact_below: the catalog size up to which search is exact (default: Catalog's).
     build_threads: threads that build each graph (0: all cores), as a catalog opened with that many builds it.
-    base_dim: dimensions per vector in the graph (0: all; Catalog.create's base_dim).
     expansion_search: one value, or several to sweep: the search is measured at each
     (the first is stored in the manifest; each result lists the others under "sweep").
     """
@@ -111,7 +109,7 @@ def run(
     if folder is None:
         with tempfile.TemporaryDirectory(prefix="snapmatch-scale-") as tmp:
             return run(sizes, tmp, dim=dim, vector_dtype=vector_dtype, expansion_add=expansion_add,
-                       connectivity=connectivity, base_dim=base_dim, expansion_search=sweep, queries=queries,
+                       connectivity=connectivity, expansion_search=sweep, queries=queries,
                        open_repeats=open_repeats, adds=adds, threads=threads, build_threads=build_threads,
                        reuse=False, keep=False,
                        exact_below=exact_below, log=log)
@@ -120,7 +118,7 @@ def run(
     results = []
     for size in sizes:
         spec = catalog_spec(size, dim, vector_dtype=vector_dtype, expansion_add=expansion_add,
-                            connectivity=connectivity, base_dim=base_dim)
+                            connectivity=connectivity)
         catalog = folder / spec.name
         facts = ensure_catalog(catalog, spec, reuse=reuse, log=log, build_threads=build_threads)
         if sweep:
@@ -142,7 +140,6 @@ def run(
             "size": spec.size, "dim": dim, "vector_dtype": vector_dtype, "catalog": str(catalog),
             "expansion_search": read_manifest(catalog).expansion_search,
             "connectivity": read_manifest(catalog).base.connectivity,
-            "base_dim": read_manifest(catalog).base.dim or dim,
             "build": facts, "open": opened, **searched, **changed, "neighbour_structure": structure,
         })
         if not keep:

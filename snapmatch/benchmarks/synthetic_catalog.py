@@ -20,7 +20,7 @@ import math
 import os
 import resource
 import time
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -54,7 +54,6 @@ class SyntheticSpec:
     insert: str = "bulk"  # "bulk" (SQLite transactions) or "api" (Catalog.add per product; its automatic
     #                       compactions then count as insert time)
     distribution: str = "clusters"  # or "profile": like the default model's real embeddings
-    base_dim: int = 0  # dimensions per vector in the graph (0: all; snapmatch.sdk.catalog.projection)
 
     @property
     def products(self) -> int:
@@ -64,7 +63,6 @@ class SyntheticSpec:
     def name(self) -> str:
         ea = "" if self.expansion_add is None else f"-ea{self.expansion_add}"
         ea += "" if self.connectivity is None else f"-m{self.connectivity}"
-        ea += f"-b{self.base_dim}" if self.base_dim else ""
         return (
             f"n{self.size}-d{self.dim}-{self.vector_dtype}{ea}-ipp{self.images_per_product}"
             f"-c{self.clusters}-s{self.seed}-{self.insert}" + ("" if self.distribution == "clusters" else "-profile")
@@ -198,7 +196,7 @@ def _create(folder: Path, spec: SyntheticSpec, *, model, threads: int) -> Catalo
         if catalog.dim != spec.dim:
             catalog.close()
             raise InvalidArgumentError(f"model {model} makes {catalog.dim}-d embeddings, the benchmark asks for {spec.dim}")
-    graph = {"expansion_add": spec.expansion_add, "connectivity": spec.connectivity, "base_dim": spec.base_dim or None}
+    graph = {"expansion_add": spec.expansion_add, "connectivity": spec.connectivity}
     if any(value is not None for value in graph.values()):
         catalog.update_manifest(**{name: value for name, value in graph.items() if value is not None})
     return catalog
@@ -234,11 +232,8 @@ def load_build(
         manifest = read_manifest(folder)
     except (OSError, ValueError, SnapmatchError):
         return None
-    # A field added to the spec since that build reads as its default (what the build used).
-    defaults = {f.name: f.default for f in fields(SyntheticSpec) if f.default is not MISSING}
-    stored = facts.get("spec")
     if (
-        not isinstance(stored, dict) or {**defaults, **stored} != asdict(spec)
+        facts.get("spec") != asdict(spec)
         or facts.get("model") != (str(Path(model).resolve()) if model is not None else None)
         or manifest.base is None
         or manifest.base.file != facts.get("base_file")

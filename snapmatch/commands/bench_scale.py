@@ -68,9 +68,6 @@ ea_option = click.option("--expansion-add", type=click.IntRange(min=1), default=
 @ea_option
 @click.option("--connectivity", type=click.IntRange(min=2), default=None,
               help="usearch graph degree (default: snapmatch's).")
-@click.option("--base-dim", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
-              help="Build the graph on each vector's first N principal coordinates, rescoring on the full "
-                   "vectors (0: all; `catalog create --base-dim`).")
 @click.option("--expansion-search", default=None, callback=positive_ints,
               help="usearch search effort, e.g. 64, or 64,128,256 to sweep (the first is stored in the manifests; "
                    "default: what they hold).")
@@ -83,8 +80,8 @@ ea_option = click.option("--expansion-add", type=click.IntRange(min=1), default=
               help="Threads that build a graph (0: all cores; unreachable nodes are repaired after a parallel build).")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write scale curves as a PNG.")
 @json_option
-def scale(sizes, folder, reuse, vector_dtype, expansion_add, connectivity, base_dim, expansion_search, queries, adds,
-          threads, build_threads, plot, as_json) -> None:
+def scale(sizes, folder, reuse, vector_dtype, expansion_add, connectivity, expansion_search, queries, adds, threads,
+          build_threads, plot, as_json) -> None:
     """Build, open, search, add to and compact synthetic catalogs of growing size.
 
     Vectors have the default model's dimension and follow the profile of its
@@ -97,7 +94,6 @@ def scale(sizes, folder, reuse, vector_dtype, expansion_add, connectivity, base_
     \b
     snapmatch benchmark scale --sizes 10k,100k --folder bench-catalogs --plot scale.png
     snapmatch benchmark scale --sizes 1M --expansion-add 32 --folder bench-catalogs --json
-    snapmatch benchmark scale --sizes 1M --vector-dtype i8 --base-dim 128 --folder bench-catalogs
     """
     from snapmatch.benchmarks import scale as bench
 
@@ -108,8 +104,7 @@ def scale(sizes, folder, reuse, vector_dtype, expansion_add, connectivity, base_
         pyplot()  # no matplotlib: say so now, not after the catalogs are built
     report = _header(_invocation())
     report["results"] = bench.run(chosen, folder, vector_dtype=vector_dtype, expansion_add=expansion_add,
-                                  connectivity=connectivity, base_dim=base_dim, expansion_search=expansion_search,
-                                  queries=queries,
+                                  connectivity=connectivity, expansion_search=expansion_search, queries=queries,
                                   adds=adds, threads=threads, build_threads=build_threads, reuse=reuse,
                                   keep=folder is not None, log=_log)
     if plot:

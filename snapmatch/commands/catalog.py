@@ -33,13 +33,8 @@ def catalog() -> None:
               help="Merge recent additions into the base once they reach this many images.")
 @click.option("--adapt/--no-adapt", default=True, show_default=True,
               help="Fit the metric to the catalog's own photos once it has a few multi-photo products.")
-@click.option("--base-dim", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
-              help="Build the search graph on each vector's first N principal coordinates (0: all): faster "
-                   "search of very large catalogs (about a million photos); results are still ranked on the "
-                   "full vectors.")
 @json_option
-def create(catalog: Path, model: Path | None, vector_dtype: str, compact_at: int, adapt: bool, base_dim: int,
-           as_json: bool) -> None:
+def create(catalog: Path, model: Path | None, vector_dtype: str, compact_at: int, adapt: bool, as_json: bool) -> None:
     """Create an empty catalog.
 
     With --adapt (the default) the catalog learns its own products: once a
@@ -52,7 +47,7 @@ def create(catalog: Path, model: Path | None, vector_dtype: str, compact_at: int
     from snapmatch.sdk.product_search import ProductSearch
 
     with ProductSearch.create(catalog, model=model, vector_dtype=vector_dtype, compact_at=compact_at,
-                              adapt=adapt, base_dim=base_dim) as search:
+                              adapt=adapt) as search:
         info = {"catalog": str(catalog), "model_id": search.model_id, "dim": search.embedder.dim,
                 "threshold": search.threshold}
     if as_json:
@@ -241,11 +236,9 @@ def compact(catalog: Path, rebuild: bool, refit: bool, wait: float, as_json: boo
               help="Merge recent additions into the base once they reach this many images.")
 @click.option("--adapt/--no-adapt", default=None,
               help="Turn the catalog's own metric on (fitted now, when it can be) or off (dropped now).")
-@click.option("--base-dim", type=click.IntRange(min=0), default=None, metavar="N",
-              help="Dimensions per vector in the search graph (0: all), from the next compaction (a full rebuild).")
 @wait_option
 @json_option
-def tune(catalog: Path, expansion_search, connectivity, expansion_add, compact_at, adapt, base_dim, wait: float,
+def tune(catalog: Path, expansion_search, connectivity, expansion_add, compact_at, adapt, wait: float,
          as_json: bool) -> None:
     """Change how a catalog's index searches and rebuilds (durable; readers pick it up).
 
@@ -258,7 +251,7 @@ def tune(catalog: Path, expansion_search, connectivity, expansion_add, compact_a
     from snapmatch.sdk.product_search import ProductSearch
 
     changes = {"expansion_search": expansion_search, "connectivity": connectivity, "expansion_add": expansion_add,
-               "compact_at": compact_at, "base_dim": base_dim}
+               "compact_at": compact_at}
     if all(value is None for value in changes.values()) and adapt is None:
         raise click.UsageError("give at least one setting to change (see --help)")
     with ProductSearch.open(catalog, wait=wait) as search:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Sequence, overload
 import numpy as np
 
 from snapmatch.sdk.catalog.calibration import DecisionRule
-from snapmatch.sdk.catalog.catalog import Catalog, check_base_dim, check_product_id
+from snapmatch.sdk.catalog.catalog import Catalog, check_product_id
 from snapmatch.sdk.catalog.manifest import manifest_path, read_manifest
 from snapmatch.sdk.catalog.store import io_error
 from snapmatch.sdk.errors import (
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from snapmatch.sdk.video.keyframes import VideoAdd
     from snapmatch.sdk.video.watch import Watch
 
-TUNABLE = frozenset({"expansion_search", "connectivity", "expansion_add", "compact_at", "base_dim"})
+TUNABLE = frozenset({"expansion_search", "connectivity", "expansion_add", "compact_at"})
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL = MODELS_DIR / "default.onnx"
 
@@ -76,7 +76,6 @@ class ProductSearch:
         expansion_add: int | None = None,
         expansion_search: int = 64,
         adapt: bool = True,
-        base_dim: int = 0,
     ) -> "ProductSearch":
         """Create an empty catalog that uses `model` (default: the shipped model), opened for writing.
 
@@ -89,9 +88,6 @@ class ProductSearch:
         search of a large catalog faster and its base file smaller; scores stay
         exact. connectivity, expansion_add and expansion_search tune the
         search graph of large catalogs (default: snapmatch's; docs/BENCHMARKS.md).
-        base_dim (0: all) builds that graph on fewer dimensions per vector (the
-        leading principal coordinates of the catalog's vectors), which searches a
-        catalog of a million photos faster; results are still ranked on the full vectors.
         """
         graph = {name: value for name, value in (("connectivity", connectivity), ("expansion_add", expansion_add))
                  if value is not None}
@@ -118,7 +114,6 @@ class ProductSearch:
             threads=_usearch_threads(threads),
             expansion_search=expansion_search,
             adapt=adapt,
-            base_dim=base_dim,
             **graph,
         )
         return cls(catalog, embedder)
@@ -284,14 +279,11 @@ class ProductSearch:
 
     def tune(self, *, adapt: bool | None = None, **settings) -> dict:
         """Change search and rebuild settings durably (expansion_search, connectivity, expansion_add,
-        compact_at, base_dim) and turn adaptation on or off (applied at once); returns the settings now in force.
-        A new base_dim applies from the next compaction, which rebuilds the base in full."""
+        compact_at) and turn adaptation on or off (applied at once); returns the settings now in force."""
         unknown = set(settings) - TUNABLE
         if unknown:
             raise InvalidArgumentError(f"cannot tune {', '.join(sorted(unknown))}; tunable: {', '.join(sorted(TUNABLE))}")
         changes = {name: value for name, value in settings.items() if value is not None}
-        if "base_dim" in changes:
-            check_base_dim(changes["base_dim"], self.catalog.dim)
         if changes:
             self.catalog.update_manifest(**changes)
         if adapt is not None:

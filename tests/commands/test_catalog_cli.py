@@ -201,22 +201,6 @@ def test_tune_changes_search_and_rebuild_settings_durably(tmp_path, model_path):
     assert nothing.exit_code == 2 and "at least one setting" in nothing.output
 
 
-def test_base_dim_reduces_the_graph_from_the_next_compaction(tmp_path, model_path, photo_dir):
-    folder = tmp_path / "cat"
-    assert run("catalog", "create", folder, "--model", model_path, "--base-dim", "16").exit_code == 0
-    assert run("catalog", "import", folder, photo_dir).exit_code == 0
-    assert run("catalog", "compact", folder).exit_code == 0
-    info = json.loads(run("catalog", "info", folder, "--json").output)
-    assert info["base_dim"] == 16  # of the model's 64
-    assert run("catalog", "tune", folder, "--base-dim", "0").exit_code == 0
-    assert run("catalog", "compact", folder).exit_code == 0
-    assert json.loads(run("catalog", "info", folder, "--json").output)["base_dim"] == 64
-    refused = run("catalog", "tune", folder, "--base-dim", "64")
-    assert refused.exit_code != 0 and "base_dim must be 0" in refused.output
-    found = run("search", folder, photo_dir / "product_3" / "1.jpg", "--json")
-    assert found.exit_code == 0 and '"product_3"' in found.output
-
-
 def test_the_same_import_twice_adds_nothing_the_second_time(catalog, photo_dir):
     first = run("catalog", "import", catalog, photo_dir)
     assert first.exit_code == 0 and first.output.startswith("imported 15 image(s): 5 new product(s)")

@@ -106,12 +106,8 @@ def load_for_update(folder: Path, info: BaseInfo) -> Index:
     return index
 
 
-def write_base(folder: Path, index: Index, *, generation: int, max_key: int,
-               projection: tuple[str, str] | None = None) -> BaseInfo:
-    """Write `index` as a new immutable base file, durable before this returns.
-
-    projection: (file, SHA-256) of the directions a reduced base's vectors were projected on.
-    """
+def write_base(folder: Path, index: Index, *, generation: int, max_key: int) -> BaseInfo:
+    """Write `index` as a new immutable base file, durable before this returns."""
     name = base_filename(generation)
     final = folder / name
     tmp = folder / f".{name}.{os.getpid()}.tmp"
@@ -134,9 +130,6 @@ def write_base(folder: Path, index: Index, *, generation: int, max_key: int,
         usearch_version=usearch.__version__,
         connectivity=index.connectivity,
         expansion_add=index.expansion_add,
-        dim=index.ndim if projection else 0,
-        projection=projection[0] if projection else "",
-        projection_sha256=projection[1] if projection else "",
     )
     _remember_intact(folder, info)  # just hashed: the next open need not hash it again
     return info
@@ -179,10 +172,8 @@ def check_intact(folder: Path, info: BaseInfo, *, remember: bool) -> None:
 
 
 def check_base(folder: Path, info: BaseInfo, *, dim: int, dtype: str) -> None:
-    """Cheap checks (size, header) that a base file is the one the manifest describes (dim: the catalog's;
-    a reduced base holds info.dim of them)."""
+    """Cheap checks (size, header) that a base file is the one the manifest describes."""
     path = folder / info.file
-    dim = info.dim or dim
     try:
         size = path.stat().st_size
     except FileNotFoundError:

@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from snapmatch.sdk.catalog import adaptation as adapt
-from snapmatch.sdk.catalog import base_index, compaction, projection, self_calibration, store
+from snapmatch.sdk.catalog import base_index, compaction, self_calibration, store
 from snapmatch.sdk.catalog._usearch import Index
 from snapmatch.sdk.catalog.adaptation import Adaptation
 from snapmatch.sdk.catalog.calibration import (
@@ -69,7 +69,6 @@ LOCK_FILE = "writer.lock"
 VECTOR_DTYPES = ("f32", "f16", "i8")
 _BASE_FILE = re.compile(r"^base-\d{6}\.usearch$")
 _ADAPT_FILE = re.compile(r"^adapt-\d{6}\.npz$")
-_PROJECTION_FILE = re.compile(r"^proj-\d{6}\.npy$")
 _NOT_FITTED = object()
 # The metric is refitted once the images added plus removed since its fit reach this share of the
 # images it was fitted on (and at least REFIT_MIN_CHANGES): the staleness bound DESIGN.md promises.
@@ -98,7 +97,6 @@ class _State:
     delta: DeltaSnapshot
     tombstones: int
     adaptation: Adaptation | None  # the transform the base was built under; applied to delta and queries
-    directions: np.ndarray | None = None  # a reduced base's projection (applied to queries after the transform)
 
 
 class Catalog:
@@ -144,7 +142,6 @@ class Catalog:
         threads: int = 0,
         exact_below: int = 20_000,
         adapt: bool = False,
-        base_dim: int = 0,
     ) -> "Catalog":
         """Create an empty catalog in `folder` (new or without a manifest) and open it for writing.
 
@@ -153,15 +150,11 @@ class Catalog:
         catalog is a plain vector store; ProductSearch turns it on by default.
 
         connectivity, expansion_add and expansion_search tune the HNSW graph of
-        catalogs larger than exact_below (see docs/BENCHMARKS.md, scale). base_dim
-        (0: all) builds that graph on each vector's first base_dim principal
-        coordinates, which a large catalog searches faster; results are still
-        ranked on the full vectors (snapmatch.sdk.catalog.projection).
+        catalogs larger than exact_below (see docs/BENCHMARKS.md, scale).
         """
         folder = Path(folder)
         if vector_dtype not in VECTOR_DTYPES:
             raise InvalidArgumentError(f"vector_dtype must be one of {VECTOR_DTYPES}, not {vector_dtype!r}")
-        check_base_dim(base_dim, dim)
         if manifest_path(folder).exists():
             raise CatalogExistsError(f"a catalog already exists at {folder}")
         make_dir_durably(folder)  # a power cut must not take the new folder, and the catalog in it, away
@@ -182,7 +175,6 @@ class Catalog:
                 connectivity=int(connectivity),
                 expansion_add=int(expansion_add),
                 adapt=bool(adapt),
-                base_dim=int(base_dim),
             ),
         )
         return cls.open(folder, threads=threads, exact_below=exact_below)
@@ -242,13 +234,11 @@ class Catalog:
                 current = None  # keep every base file: one of them may be needed to recover by hand
         sound = manifest.base is None or current is not None
         current_adaptation = manifest.adaptation.file if manifest.adaptation else None
-        current_projection = manifest.base.projection if manifest.base else None
         for entry in self.folder.iterdir():
             name = entry.name
             stray_tmp = name.startswith(".") and name.endswith(".tmp")
             orphan = ((_BASE_FILE.match(name) and name != current)
                       or (_ADAPT_FILE.match(name) and name != current_adaptation)
-                      or (_PROJECTION_FILE.match(name) and name != current_projection)
                       or (name.endswith(base_index.INTACT_SUFFIX) and name != f"{current}{base_index.INTACT_SUFFIX}"))
             if stray_tmp or (sound and orphan):
                 entry.unlink(missing_ok=True)
@@ -268,16 +258,12 @@ class Catalog:
             stat = manifest_path(self.folder).stat()  # before reading: a replace in between changes the inode
             manifest = read_manifest(self.folder)
             try:
-                base = directions = None
+                base = None
                 if manifest.base is not None:
                     base = base_index.view_base(
                         self.folder, manifest.base, dim=manifest.dim, dtype=manifest.vector_dtype,
                         expansion_search=manifest.expansion_search, remember=not self.readonly,
                     )
-                    if manifest.base.projection:
-                        directions = projection.load(self.folder, manifest.base.projection,
-                                                     manifest.base.projection_sha256, dim=manifest.base.dim,
-                                                     full_dim=manifest.dim)
                 transform = adapt.load(self.folder, manifest.adaptation, dim=manifest.dim) if manifest.adaptation else None
                 break
             except CatalogCorruptError:
@@ -293,7 +279,7 @@ class Catalog:
         self._delta = delta
         self._max_seen = int(keys[-1]) if len(keys) else (manifest.base.max_key if manifest.base else 0)
         self._state = _State(manifest, base, delta.snapshot, store.tombstone_count(self._read, manifest.generation),
-                             transform, directions)
+                             transform)
 
     def _refresh(self) -> None:
         """Pick up what was committed since the last look (by this or another process)."""
@@ -359,8 +345,6 @@ class Catalog:
             "delta_vectors": len(state.delta),
             "tombstones": state.tombstones,
             "generation": state.manifest.generation,
-            # Dimensions the base's graph holds per vector (fewer than the catalog's when reduced).
-            "base_dim": (state.manifest.base.dim or state.manifest.dim) if state.manifest.base else None,
             "adaptation": self.adaptation_status(),
         }
 
@@ -621,8 +605,6 @@ class Catalog:
                 if old is not None and (base is None or old.file != base.file):
                     (self.folder / old.file).unlink(missing_ok=True)  # readers keep their mapping
                     (self.folder / (old.file + base_index.INTACT_SUFFIX)).unlink(missing_ok=True)
-                if old is not None and old.projection and (base is None or old.projection != base.projection):
-                    (self.folder / old.projection).unlink(missing_ok=True)  # readers hold it in memory
                 if old_adaptation is not None and (info is None or old_adaptation.file != info.file):
                     (self.folder / old_adaptation.file).unlink(missing_ok=True)  # readers hold it in memory
             with self._read_mutex:
@@ -764,7 +746,7 @@ class Catalog:
         if dense is not None:
             return [with_margins(matches)[:k] for matches in dense.search(queries, max(k, 2))]
         view = SearchView(state.base, state.delta, state.tombstones, state.adaptation,
-                          state.manifest.vector_dtype, self.threads, self.exact_below, state.directions)
+                          state.manifest.vector_dtype, self.threads, self.exact_below)
         found = search_products(view, queries, max(k, 2), self._lookup)
         return [with_margins(matches)[:k] for matches in found]
 
@@ -785,7 +767,7 @@ class Catalog:
         if expansion_search is not None and state.base is not None:
             state.base.expansion_search = int(expansion_search)  # type: ignore[misc]  # a setter at run time
         view = SearchView(state.base, state.delta, state.tombstones, state.adaptation,
-                          state.manifest.vector_dtype, self.threads, self.exact_below, state.directions)
+                          state.manifest.vector_dtype, self.threads, self.exact_below)
         total = len(state.base) if state.base is not None else 0
         keys, scores = search_base(view, queries, max(count, candidates or 0), total)
         if candidates:
@@ -888,11 +870,6 @@ def _earlier_key(digest: str | None, stored: dict[str, int], first: dict[str, in
     """The key of a photo skipped as a duplicate: stored before this call, or earlier in it."""
     assert digest is not None  # only photos with a digest are skipped
     return stored[digest] if digest in stored else by_index[first[digest]]
-
-
-def check_base_dim(base_dim: int, dim: int) -> None:
-    if isinstance(base_dim, bool) or not isinstance(base_dim, int) or not 0 <= base_dim < dim:
-        raise InvalidArgumentError(f"base_dim must be 0 (all {dim} dimensions) or fewer than {dim}, not {base_dim!r}")
 
 
 def check_product_id(product_id: str) -> str:

@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from snapmatch.sdk.catalog import base_index, projection, store
+from snapmatch.sdk.catalog import base_index, store
 from snapmatch.sdk.catalog.adaptation import Adaptation
 from snapmatch.sdk.catalog.manifest import BaseInfo, Manifest
 from snapmatch.sdk.errors import CatalogCorruptError
@@ -49,21 +49,18 @@ def build_next_base(
     rebuilt. An adapting catalog's base that is searched exactly (at most
     exact_below vectors) gets a cheap graph: it is rebuilt in full under the
     catalog's settings before it grows past that. A full build adds on `build_threads` threads, then
-    re-inserts on one thread any node no search reaches (base_index.repair_unreachable). With
-    manifest.base_dim set, a full build fits the directions of a reduced base (snapmatch.sdk.catalog.projection)
-    and a patch keeps the current ones. Returns the new base's info (None when no vector is left) and its generation.
+    re-inserts on one thread any node no search reaches (base_index.repair_unreachable). Returns the new base's info (None when no vector is left) and its generation.
     """
     old = manifest.base
     tombstones = store.tombstone_keys(conn)
     high = store.max_key(conn)
     has_delta = high > (old.max_key if old else 0)
-    reshaped = old is not None and old.dim != manifest.base_dim  # base_dim was changed since this base was built
-    if not rebuild and not new_metric and not has_delta and not len(tombstones) and not reshaped:
+    if not rebuild and not new_metric and not has_delta and not len(tombstones):
         return None
     # Only an adapting catalog needs its rebuilds cheap (a refit rebuilds every vector).
     cheap = manifest.adapt and store.counts(conn)[1] <= exact_below
     full = (
-        rebuild or new_metric or reshaped or old is None or not base_index.same_format(old)
+        rebuild or new_metric or old is None or not base_index.same_format(old)
         or len(tombstones) > REBUILD_SHARE * max(old.count, 1)
         or (not cheap and old.expansion_add < manifest.expansion_add)  # outgrew its cheap graph
     )
@@ -73,37 +70,21 @@ def build_next_base(
         except CatalogCorruptError:
             full = True  # never patch a damaged graph (usearch may crash on it): rebuild it from the database
 
-    directions, saved = None, None
-    if not full and old is not None and old.projection:
-        try:
-            directions = projection.load(folder, old.projection, old.projection_sha256, dim=old.dim,
-                                         full_dim=manifest.dim)
-            saved = (old.projection, old.projection_sha256)  # a patched base keeps its directions
-        except CatalogCorruptError:
-            full = True
+    def adapted(vectors: np.ndarray) -> np.ndarray:
+        return adaptation.apply(vectors) if adaptation is not None else vectors
 
-    def for_base(vectors: np.ndarray) -> np.ndarray:  # as the base holds them: adapted, then projected
-        return projection.project(directions, adaptation.apply(vectors) if adaptation is not None else vectors)
-
-    generation = manifest.generation + 1
     if full:
-        directions, saved = None, None  # a full build fits its own (below), on the vectors as they are now
-        total = store.count_upto(conn, high)
-        if manifest.base_dim and total:
-            step = -(-total // projection.FIT_ROWS)  # every step-th row, so the fit sees the whole catalog
-            directions = projection.fit((for_base(vectors[::step]) for _, vectors in
-                                         store.iter_rows_upto(conn, high, manifest.dim)), manifest.base_dim)
-            saved = projection.save(folder, directions, generation=generation)
         index = base_index.new_index(
-            manifest.base_dim or manifest.dim, manifest.vector_dtype, connectivity=manifest.connectivity,
+            manifest.dim, manifest.vector_dtype, connectivity=manifest.connectivity,
             expansion_add=min(manifest.expansion_add, CHEAP_EXPANSION_ADD) if cheap else manifest.expansion_add,
         )
         report = progress or (lambda step, done, total: None)
+        total = store.count_upto(conn, high) if progress else 0
         for keys, vectors in store.iter_rows_upto(conn, high, manifest.dim):
-            index.add(keys.astype(np.uint64), for_base(vectors), threads=build_threads)
+            index.add(keys.astype(np.uint64), adapted(vectors), threads=build_threads)
             report("graph", len(index), total)
         if build_threads > 1 and not cheap:  # a cheap graph is searched exactly: its links are never walked
-            rows = ((keys, for_base(vectors)) for keys, vectors in store.iter_rows_upto(conn, high, manifest.dim))
+            rows = ((keys, adapted(vectors)) for keys, vectors in store.iter_rows_upto(conn, high, manifest.dim))
             repaired = base_index.repair_unreachable(index, rows, threads=build_threads,
                                                      on_checked=lambda done: report("check", done, total))
             log.info("built a graph of %d vectors on %d threads; re-inserted %d that no search reached",
@@ -117,7 +98,7 @@ def build_next_base(
         keys, vectors = store.rows_after(conn, old.max_key, manifest.dim)
         keys, vectors = keys[keys <= high], vectors[keys <= high]
         if len(keys):
-            index.add(keys.astype(np.uint64), for_base(vectors), threads=base_index.PATCH_THREADS)
-    info = (base_index.write_base(folder, index, generation=generation, max_key=high, projection=saved)
-            if len(index) else None)
+            index.add(keys.astype(np.uint64), adapted(vectors), threads=base_index.PATCH_THREADS)
+    generation = manifest.generation + 1
+    info = base_index.write_base(folder, index, generation=generation, max_key=high) if len(index) else None
     return info, generation

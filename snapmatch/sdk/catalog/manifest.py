@@ -22,7 +22,6 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 _BASE_NAME = re.compile(r"^base-\d{6}\.usearch$")
 _ADAPT_NAME = re.compile(r"^adapt-\d{6}\.npz$")
-_PROJECTION_NAME = re.compile(r"^proj-\d{6}\.npy$")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 THRESHOLD_SOURCES = ("default", "model card", "calibrated", "self-calibrated")
 
@@ -40,11 +39,6 @@ class BaseInfo:
     usearch_version: str  # the version that wrote it: other versions rebuild from SQLite
     connectivity: int
     expansion_add: int
-    # A reduced base (snapmatch.sdk.catalog.projection) holds each vector's first `dim` principal coordinates,
-    # on the directions in `projection`; dim 0 and no projection: the full vectors (every base before these).
-    dim: int = 0
-    projection: str = ""  # proj-000007.npy, written by the full build that fitted it
-    projection_sha256: str = ""
 
 
 @dataclass(frozen=True)
@@ -66,9 +60,6 @@ class Manifest:
     dim: int
     metric: str = "cos"
     vector_dtype: str = "f32"  # usearch scalar kind of the base: f32, f16 or i8
-    # Dimensions the base's graph holds per vector (0: all of them): fewer make a large catalog's graph
-    # search faster, and every result is rescored on the full vectors (snapmatch.sdk.catalog.projection).
-    base_dim: int = 0
     expansion_search: int = 64  # usearch does not save it in the file
     # How the next full rebuild of the base builds its graph. The defaults are what catalogs written before
     # these fields existed were built with; new catalogs record base_index's current defaults.
@@ -170,7 +161,6 @@ def _validate(manifest: Manifest) -> None:
         "dim": is_int(manifest.dim, 1),
         "metric": manifest.metric == "cos",
         "vector_dtype": manifest.vector_dtype in ("f32", "f16", "i8"),
-        "base_dim": is_int(manifest.base_dim) and manifest.base_dim < manifest.dim,  # (a bad dim fails above)
         "expansion_search": is_int(manifest.expansion_search, 1),
         "connectivity": is_int(manifest.connectivity, 2),
         "expansion_add": is_int(manifest.expansion_add, 1),
@@ -202,12 +192,6 @@ def _validate(manifest: Manifest) -> None:
             "base.usearch_version": isinstance(base.usearch_version, str),
             "base.connectivity": is_int(base.connectivity, 1),
             "base.expansion_add": is_int(base.expansion_add, 1),
-            "base.dim": is_int(base.dim) and base.dim < manifest.dim,
-            # A reduced base names its directions; a full one names none.
-            "base.projection": isinstance(base.projection, str) and isinstance(base.projection_sha256, str)
-            and (base.dim > 0) == bool(base.projection)
-            and (not base.projection or (_PROJECTION_NAME.match(base.projection) is not None
-                                         and len(base.projection_sha256) == 64)),
         })
     adaptation = manifest.adaptation
     if adaptation is not None:

@@ -12,7 +12,6 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from snapmatch.sdk.catalog import projection
 from snapmatch.sdk.catalog._usearch import Index
 from snapmatch.sdk.catalog.adaptation import Adaptation
 from snapmatch.sdk.catalog.delta import DeltaSnapshot
@@ -34,18 +33,12 @@ class SearchView:
     vector_dtype: str
     threads: int
     exact_below: int
-    directions: np.ndarray | None = None  # a reduced base's (snapmatch.sdk.catalog.projection); None: full vectors
-
-    @property
-    def rescored(self) -> bool:
-        """Whether the base ranks only approximately (i8/f16 scalars, or reduced vectors)."""
-        return self.vector_dtype != "f32" or self.directions is not None
 
 
 def search_products(view: SearchView, queries: np.ndarray, k: int, lookup: Lookup) -> list[list[Match]]:
     """Per (adapted) query, up to k products, best first, merged from base and delta by product."""
     base_count = len(view.base) if view.base is not None else 0
-    fetch = max(4 * k, 16, projection.MIN_CANDIDATES if view.directions is not None else 0) + view.tombstones
+    fetch = max(4 * k, 16) + view.tombstones
     results: list[list[Match] | None] = [None] * len(queries)
     pending = list(range(len(queries)))
     while pending:
@@ -54,17 +47,14 @@ def search_products(view: SearchView, queries: np.ndarray, k: int, lookup: Looku
         # Below the last score of a list that was cut off, an unseen vector
         # could outrank what was seen: only what is above every such cutoff is final.
         cutoff = np.full(len(pending), -np.inf, dtype=np.float32)
-        parts = [(delta_scores, len(view.delta))]
-        if view.directions is None:  # a reduced base scores on another scale: its cut-off bounds no exact score
-            parts.append((base_scores, base_count))
-        for part, total in parts:
+        for part, total in ((base_scores, base_count), (delta_scores, len(view.delta))):
             if part.shape[1] and total > part.shape[1]:
                 cutoff = np.maximum(cutoff, part[:, -1])
         keys = np.concatenate([base_keys, delta_keys], axis=1)
         scores = np.concatenate([base_scores, delta_scores], axis=1)
-        # An i8/f16 or reduced base ranks its candidates approximately: rescore them on the stored float32
-        # vectors, so scores (and the threshold that judges them) do not depend on how the base stores them.
-        rescore = view.rescored and base_keys.shape[1] > 0
+        # An i8/f16 base ranks its candidates approximately: rescore them on the stored float32 vectors,
+        # so scores (and the threshold that judges them) do not depend on the base's scalar type.
+        rescore = view.vector_dtype != "f32" and base_keys.shape[1] > 0
         rows = lookup(keys[keys >= 0], rescore)
         if rescore:
             scores[:, :base_keys.shape[1]] = exact_scores(base_keys, base_scores, rows, queries[pending],
@@ -88,8 +78,7 @@ def search_base(view: SearchView, queries: np.ndarray, fetch: int, base_count: i
     if count == 0 or view.base is None:
         empty = np.zeros((len(queries), 0))
         return empty.astype(np.int64), empty.astype(np.float32)
-    found = view.base.search(projection.project(view.directions, queries), count, threads=view.threads,
-                             exact=base_count <= view.exact_below)
+    found = view.base.search(queries, count, threads=view.threads, exact=base_count <= view.exact_below)
     keys = np.asarray(found.keys, dtype=np.int64).reshape(len(queries), -1)
     scores = 1.0 - np.asarray(found.distances, dtype=np.float32).reshape(len(queries), -1)
     counts = np.asarray(getattr(found, "counts", [keys.shape[1]])).reshape(-1)

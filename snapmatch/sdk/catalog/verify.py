@@ -4,7 +4,7 @@
 inside the graph passes those checks and can crash usearch, so `verify` reads
 the whole base file and compares its SHA-256 with the manifest's. Repair
 rebuilds the base from the vectors SQLite keeps for every image (and refits
-a damaged adaptation transform, or a reduced base's directions, from them).
+a damaged adaptation transform from them).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from snapmatch.sdk.catalog import adaptation, base_index, projection, store
+from snapmatch.sdk.catalog import adaptation, base_index, store
 from snapmatch.sdk.catalog.catalog import Catalog
 from snapmatch.sdk.catalog.manifest import read_manifest
 from snapmatch.sdk.errors import SnapmatchError
@@ -80,9 +80,6 @@ def verify_catalog(folder: str | os.PathLike, *, repair: bool = False) -> Verify
             if digest != manifest.base.sha256:
                 report.problems.append(f"{manifest.base.file} checksum differs from the manifest: the file is damaged")
                 base_damaged = True
-            if manifest.base.projection:
-                projection.load(folder, manifest.base.projection, manifest.base.projection_sha256,
-                                dim=manifest.base.dim, full_dim=manifest.dim)
         except SnapmatchError as exc:
             report.problems.append(str(exc))
             base_damaged = True
