@@ -200,20 +200,23 @@ def test_export_at_another_input_size(trained, tmp_path):
 
 def test_ctrl_c_mid_training_exits_130_and_resume_finishes_the_run(shop, tmp_path):
     run = tmp_path / "run"
-    args = ["train", str(shop), "--out", str(run), "--epochs", "6", "--image-size", "96", "--threads", "1",
+    epochs = 12  # enough that the run cannot finish between its first checkpoint and the signal
+    args = ["train", str(shop), "--out", str(run), "--epochs", str(epochs), "--image-size", "96", "--threads", "1",
             "--no-evaluate"]
     process = subprocess.Popen([sys.executable, "-m", "snapmatch.cli", *args], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (run / "last.pt").exists():
+    while time.monotonic() < deadline and not (run / "last.pt").exists() and process.poll() is None:
         time.sleep(0.05)
+    assert process.poll() is None, f"the run ended before its first checkpoint was seen: {process.communicate()}"
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
+    stdout, stderr = process.communicate(timeout=60)
     lines = [line for line in stderr.splitlines() if line.strip() and "it/s" not in line]
-    assert process.returncode == 130, stderr
+    assert process.returncode == 130, f"exit {process.returncode}\nstdout: {stdout}\nstderr: {stderr}"
     assert lines[-1].startswith("error: interrupted (Ctrl-C)") and "Traceback" not in stderr
     done = len((run / "log.jsonl").read_text().splitlines())
-    assert 1 <= done < 6
+    assert 1 <= done < epochs
     resumed = invoke("train", *args[1:], "--resume")
     assert resumed.exit_code == 0, resumed.output
-    assert [json.loads(line)["epoch"] for line in (run / "log.jsonl").read_text().splitlines()] == list(range(1, 7))
+    assert [json.loads(line)["epoch"] for line in (run / "log.jsonl").read_text().splitlines()] == list(
+        range(1, epochs + 1))
