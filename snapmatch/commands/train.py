@@ -71,8 +71,8 @@ def _unseen(value: str | None) -> list[str] | None:
 @click.option("--resume", is_flag=True, help="Continue the run in OUT (its last checkpoint, or its next fold).")
 @json_option
 def train(photos, out, epochs, holdout, folds, unseen, split_seed, pretrained, loss, camera, catalog_pairs, backbone,
-          head, dim, pooling, freeze_blocks, distill, l2sp, batch_size, image_size, backbone_lr, lr, proxy_lr, seed, threads,
-          no_evaluate, resume, as_json) -> None:
+          head, dim, pooling, freeze_blocks, distill, l2sp, batch_size, image_size, backbone_lr, lr, proxy_lr, seed,
+          threads, no_evaluate, resume, as_json) -> None:
     """Fine-tune the embedding network on your own product photos.
 
     PHOTOS is a folder with one sub-folder of photos per product (the layout
