@@ -46,6 +46,9 @@ def _unseen(value: str | None) -> list[str] | None:
 @click.option("--catalog-pairs", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Chance that a shop photo in a batch is swapped for its product's catalog image: "
                    "studio <-> shop pairs, for catalogs of pack shots.")
+@click.option("--colour-classes", type=click.IntRange(1, 6), default=1, show_default=True,
+              help="Train each product also as K-1 other products: its photos with the colour channels "
+                   "permuted (packs that differ only in colour are different products). 1: off.")
 @click.option("--backbone", type=click.Choice(["small", "large_minimalistic"]), default=None,
               help="Default: the one the starting weights are for (the shipped model: large_minimalistic).")
 @click.option("--head", type=click.Choice(["pooled", "linear", "prelogits"]), default="pooled", show_default=True)
@@ -70,9 +73,9 @@ def _unseen(value: str | None) -> list[str] | None:
 @click.option("--no-evaluate", is_flag=True, help="Skip the export and the seen / unseen measurement at the end.")
 @click.option("--resume", is_flag=True, help="Continue the run in OUT (its last checkpoint, or its next fold).")
 @json_option
-def train(photos, out, epochs, holdout, folds, unseen, split_seed, pretrained, loss, camera, catalog_pairs, backbone,
-          head, dim, pooling, freeze_blocks, distill, l2sp, batch_size, image_size, backbone_lr, lr, proxy_lr, seed,
-          threads, no_evaluate, resume, as_json) -> None:
+def train(photos, out, epochs, holdout, folds, unseen, split_seed, pretrained, loss, camera, catalog_pairs,
+          colour_classes, backbone, head, dim, pooling, freeze_blocks, distill, l2sp, batch_size, image_size,
+          backbone_lr, lr, proxy_lr, seed, threads, no_evaluate, resume, as_json) -> None:
     """Fine-tune the embedding network on your own product photos.
 
     PHOTOS is a folder with one sub-folder of photos per product (the layout
@@ -115,7 +118,8 @@ def train(photos, out, epochs, holdout, folds, unseen, split_seed, pretrained, l
                          pretrained="" if pretrained == "none" else pretrained, head=head, dim=dim, loss=loss,
                          pooling=pooling, freeze_blocks=freeze_blocks, distill=distill, l2sp=l2sp,
                          epochs=epochs, batch_size=batch_size, image_size=image_size, backbone_lr=backbone_lr, lr=lr,
-                         proxy_lr=proxy_lr, seed=seed, threads=threads, catalog_pairs=catalog_pairs)
+                         proxy_lr=proxy_lr, seed=seed, threads=threads, catalog_pairs=catalog_pairs,
+                         colour_classes=colour_classes)
     if camera:
         config.augment = dataclasses.replace(config.augment, camera=camera)
     summary = run(config, dataset, splits, resume=resume, evaluate=not no_evaluate,

@@ -60,6 +60,9 @@ class TrainConfig:
     freeze_blocks: int = 0  # keep the first k blocks of the backbone as they start (keep_pretrained)
     distill: float = 0.0  # weight of the pull towards the starting network's embeddings (keep_pretrained)
     l2sp: float = 0.0  # weight of the pull towards the starting network's weights (keep_pretrained)
+    # Each product also trains as colour_classes - 1 other products: its photos with the colour channels
+    # permuted (the same pack in other colours is another product, as flavours of one brand are).
+    colour_classes: int = 1
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     seed: int = 0
     threads: int = 0  # torch CPU threads (0: all cores)
@@ -139,10 +142,28 @@ def parameter_groups(model: torch.nn.Module, criterion, config: TrainConfig) -> 
     return groups
 
 
+# Channel orders of the colour classes (COLOUR_ORDERS[0] is the photo as taken).
+COLOUR_ORDERS = ((0, 1, 2), (2, 1, 0), (1, 2, 0), (2, 0, 1), (0, 2, 1), (1, 0, 2))
+
+
+def colour_classes(labels: list[int], classes: int, count: int) -> tuple[list[int], list[int], list[int]]:
+    """(photo index, label, channel order) of every training item: each photo once per colour class.
+
+    Class v of product c (v >= 1) is label v * classes + c, its photos' channels in
+    COLOUR_ORDERS[1 + (c + v - 1) % 5]: products differ in which orders they get.
+    """
+    items = [(i, label, 0) for i, label in enumerate(labels)]
+    for variant in range(1, count):
+        items += [(i, variant * classes + label, 1 + (label + variant - 1) % 5) for i, label in enumerate(labels)]
+    indexes, new_labels, orders = (list(column) for column in zip(*items))
+    return indexes, new_labels, orders
+
+
 class AugmentedPhotos(torch.utils.data.Dataset):
     def __init__(self, images: list[np.ndarray], labels: list[int], config: TrainConfig,
-                 catalog: list[bool] | None = None) -> None:
+                 catalog: list[bool] | None = None, orders: list[int] | None = None) -> None:
         self.images, self.labels, self.config = images, labels, config
+        self.orders = orders or [0] * len(images)
         self.rng = np.random.default_rng(config.seed)
         self.catalog_of: dict[int, list[int]] = {}  # label -> indexes of its catalog images
         self.is_catalog = catalog or [False] * len(images)
@@ -159,6 +180,8 @@ class AugmentedPhotos(torch.utils.data.Dataset):
         if studio and not self.is_catalog[index] and self.rng.random() < self.config.catalog_pairs:
             index = studio[int(self.rng.integers(len(studio)))]
         view = augment(self.images[index], self.config.image_size, self.rng, self.config.augment)
+        if self.orders[index]:
+            view = np.ascontiguousarray(view[:, :, COLOUR_ORDERS[self.orders[index]]])
         return torch.from_numpy(view), self.labels[index]
 
 
@@ -211,17 +234,21 @@ def train(config: TrainConfig, dataset: Dataset, split: Split, *, resume: bool =
     if len(classes) < 2:
         raise DatasetError(f"{dataset.source}: {len(classes)} product(s) with {MIN_IMAGES_PER_PRODUCT}+ readable images "
                            "left to train on; metric learning needs at least 2")
-    batch_size = batch_plan(len(classes), config.batch_size, config.m_per_class)
+    labels_count = len(classes) * config.colour_classes
+    batch_size = batch_plan(labels_count, config.batch_size, config.m_per_class)
     if batch_size != config.batch_size:
-        notes.append(f"batch {config.batch_size} -> {batch_size}: {len(classes)} products x {config.m_per_class} "
+        notes.append(f"batch {config.batch_size} -> {batch_size}: {labels_count} products x {config.m_per_class} "
                      "photos each")
     for note in notes:
         echo(note)
     to_class = {product: i for i, product in enumerate(classes)}
-    labels = [to_class[photo.product] for photo in photos]
-    augmented = AugmentedPhotos(images, labels, config, [photo.catalog for photo in photos])
+    indexes, labels, orders = colour_classes([to_class[photo.product] for photo in photos], len(classes),
+                                             config.colour_classes)
+    augmented = AugmentedPhotos([images[i] for i in indexes], labels, config,
+                                [photos[i].catalog for i in indexes], orders)
+    # An epoch is one pass's worth of the photos, whatever the colour classes add.
     sampler = MPerClassSampler(labels, m=config.m_per_class, batch_size=batch_size,
-                               length_before_new_iter=max(len(labels), batch_size))
+                               length_before_new_iter=max(len(photos), batch_size))
     loader = torch.utils.data.DataLoader(augmented, batch_size=batch_size, sampler=sampler, drop_last=True)
 
     # 2. Model, loss, optimiser: smaller steps for the pretrained backbone.
@@ -230,7 +257,7 @@ def train(config: TrainConfig, dataset: Dataset, split: Split, *, resume: bool =
         freeze_blocks(model, config.freeze_blocks)
     distillation = Distillation(model, config.distill) if config.distill else None
     l2sp = L2SP(model, config.l2sp) if config.l2sp else None  # after freezing: frozen weights cannot move
-    criterion = build_criterion(config.loss, num_classes=len(classes), dim=model.embedding_dim)
+    criterion = build_criterion(config.loss, num_classes=labels_count, dim=model.embedding_dim)
     groups = parameter_groups(model, criterion, config)
     optimiser = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
     steps = max(1, config.epochs * len(loader))

@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("torch")
 
 from snapmatch.training.augment import AugmentConfig, augment, camera_faults  # noqa: E402
-from snapmatch.training.train import AugmentedPhotos, TrainConfig  # noqa: E402
+from snapmatch.training.train import COLOUR_ORDERS, AugmentedPhotos, TrainConfig, colour_classes  # noqa: E402
 
 PLAIN = AugmentConfig(scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=0.0, brightness=0.0, contrast=0.0, saturation=0.0,
                       hue=0.0, blur=0.0, rotate=0.0)
@@ -45,6 +45,25 @@ def test_catalog_pairs_swap_shop_photos_for_the_catalog_image(share, studio_view
     views = [int(photos[i][0].numpy().mean()) for i in range(4)]
     assert views[2] == 200 and views[3] == 90  # the catalog image itself, and a product without one, unchanged
     assert views[:2].count(200) == studio_views
+
+
+def test_colour_classes_are_new_products_whose_photos_have_their_channels_permuted():
+    labels = [0, 0, 1, 1, 2]
+    indexes, classes, orders = colour_classes(labels, 3, 3)
+    assert indexes == [0, 1, 2, 3, 4] * 3
+    assert classes[:5] == labels and classes[5:10] == [3, 3, 4, 4, 5] and classes[10:] == [6, 6, 7, 7, 8]
+    assert orders[:5] == [0] * 5 and all(order > 0 for order in orders[5:])
+    by_class = {label: order for label, order in zip(classes, orders)}
+    assert len({by_class[c] for c in (3, 4, 5)}) == 3  # products differ in the order they get
+    assert all(by_class[c] != by_class[c + 3] for c in (3, 4, 5))  # and a product's classes differ
+    assert colour_classes(labels, 3, 1) == (list(range(5)), labels, [0] * 5)  # 1: off
+
+    config = TrainConfig(data="", out="", image_size=32, augment=PLAIN)
+    photos = AugmentedPhotos([photo(4)] * 6, list(range(6)), config, orders=list(range(6)))
+    views = [photos[i][0].numpy() for i in range(6)]
+    assert COLOUR_ORDERS[0] == (0, 1, 2) and len(set(COLOUR_ORDERS)) == 6
+    for order, view in zip(COLOUR_ORDERS, views):
+        assert np.array_equal(view, views[0][:, :, order])
 
 
 @pytest.mark.parametrize("loss, proxies", [("multisimilarity", False), ("proxyanchor", True), ("arcface", True)])
