@@ -191,6 +191,30 @@ def set_default_threshold(path: Path, threshold: float) -> None:
     os.replace(tmp, path)
 
 
+# TrainConfig fields that `snapmatch train` takes as flags, beyond the ones every card names.
+_RECIPE_FLAGS = {"catalog_pairs": "--catalog-pairs", "colour_classes": "--colour-classes", "pooling": "--pooling",
+                 "freeze_blocks": "--freeze-blocks", "distill": "--distill", "l2sp": "--l2sp",
+                 "batch_size": "--batch-size", "image_size": "--image-size", "backbone_lr": "--backbone-lr",
+                 "lr": "--lr", "proxy_lr": "--proxy-lr", "dim": "--dim"}
+
+
+def train_arguments(recipe: dict) -> str:
+    """The `snapmatch train` flags that remake a run's recipe (its TrainConfig as a dict), data and split aside."""
+    from snapmatch.training.train import TrainConfig
+
+    default = TrainConfig()
+    weights = Path(str(recipe.get("pretrained") or "IMAGENET.pt")).name  # the starting weights' file, by name
+    args = [f"--loss {recipe['loss']} --epochs {recipe['epochs']} --seed {recipe['seed']} "
+            f"--backbone {recipe['backbone']} --head {recipe['head']} --pretrained {weights}"]
+    for key, flag in _RECIPE_FLAGS.items():
+        if key in recipe and recipe[key] != getattr(default, key):
+            args.append(f"{flag} {recipe[key]:g}" if isinstance(recipe[key], float) else f"{flag} {recipe[key]}")
+    camera = recipe.get("augment", {}).get("camera", 0.0)
+    if camera:
+        args.append(f"--camera {camera:g}")
+    return " ".join(args)
+
+
 def ship(
     checkpoint: str | os.PathLike,
     name: str,
@@ -225,9 +249,7 @@ def ship(
         evaluation["previous_default"] = evaluate(previous, dataset, split=split, protocols=("P1", "FEW", "P3", "OPEN"),
                                                   target_precision=threshold_precision, threads=1, adapt=True)
     recipe = state["config"]
-    weights = Path(str(recipe.get("pretrained") or "IMAGENET.pt")).name  # the starting weights' file, by name
-    train_args = (f"--loss {recipe['loss']} --epochs {recipe['epochs']} --seed {recipe['seed']} "
-                  f"--backbone {recipe['backbone']} --head {recipe['head']} --pretrained {weights}")
+    train_args = train_arguments(recipe)
     commands = [  # the recipe, end to end (runs/ is any scratch folder; DATA the dataset)
         f"snapmatch train DATA --out runs/{name} {train_args} --holdout 0",
         f"snapmatch train DATA --out runs/{name}-heldout {train_args}",
