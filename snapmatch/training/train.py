@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from snapmatch.sdk.errors import CatalogExistsError, DatasetError, ImageError
+from snapmatch.sdk.errors import CatalogExistsError, DatasetError, ImageError, InvalidArgumentError
 from snapmatch.training.augment import AugmentConfig, augment
 from snapmatch.training.checkpoint import load_checkpoint
 from snapmatch.training.data import Dataset, Photo
@@ -152,6 +152,9 @@ def colour_classes(labels: list[int], classes: int, count: int) -> tuple[list[in
     Class v of product c (v >= 1) is label v * classes + c, its photos' channels in
     COLOUR_ORDERS[1 + (c + v - 1) % 5]: products differ in which orders they get.
     """
+    if not 1 <= count <= len(COLOUR_ORDERS):
+        raise InvalidArgumentError(f"colour_classes must be 1 to {len(COLOUR_ORDERS)} (one per channel order), "
+                                   f"not {count}")
     items = [(i, label, 0) for i, label in enumerate(labels)]
     for variant in range(1, count):
         items += [(i, variant * classes + label, 1 + (label + variant - 1) % 5) for i, label in enumerate(labels)]

@@ -7,6 +7,7 @@ import pytest
 
 pytest.importorskip("torch")
 
+from snapmatch.sdk.errors import InvalidArgumentError  # noqa: E402
 from snapmatch.training.augment import AugmentConfig, augment, camera_faults  # noqa: E402
 from snapmatch.training.train import COLOUR_ORDERS, AugmentedPhotos, TrainConfig, colour_classes  # noqa: E402
 
@@ -57,6 +58,8 @@ def test_colour_classes_are_new_products_whose_photos_have_their_channels_permut
     assert len({by_class[c] for c in (3, 4, 5)}) == 3  # products differ in the order they get
     assert all(by_class[c] != by_class[c + 3] for c in (3, 4, 5))  # and a product's classes differ
     assert colour_classes(labels, 3, 1) == (list(range(5)), labels, [0] * 5)  # 1: off
+    with pytest.raises(InvalidArgumentError, match="1 to 6"):
+        colour_classes(labels, 3, 7)  # a seventh class would repeat a channel order under another label
 
     config = TrainConfig(data="", out="", image_size=32, augment=PLAIN)
     photos = AugmentedPhotos([photo(4)] * 6, list(range(6)), config, orders=list(range(6)))
