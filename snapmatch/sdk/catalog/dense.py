@@ -8,6 +8,11 @@ from arrays, so neither usearch nor SQLite is on the hot path, and a catalog
 of many photos per product costs what one of one photo per product costs, at
 the same number of vectors. The writer's changes reach it incrementally:
 new rows are appended, removed ones get code -1 (DenseCache).
+
+From QUANTIZED_FROM rows on, an int8 copy of the rows (a quarter of the
+bytes more) is scanned first for a lone query, and only the rows its error
+bounds cannot rule out are scored in float32: the same answer, found
+faster where the catalog is large (quantized_rows, docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -20,10 +25,12 @@ import numpy as np
 from snapmatch.sdk.catalog import store
 from snapmatch.sdk.catalog.adaptation import Adaptation
 from snapmatch.sdk.catalog.manifest import Manifest
-from snapmatch.sdk.catalog.row_products import row_products
+from snapmatch.sdk.catalog.quantized_rows import QuantizedRows, quantized_rows
+from snapmatch.sdk.catalog.row_products import SMALL_BATCH, row_products
 from snapmatch.sdk.types import Match
 
 REMOVED = -1
+QUANTIZED_FROM = 1024  # rows: 1.1x at 2,000 x 960, 2.2x at 19,800 (BENCHMARKS); smaller, its bookkeeping costs what it saves
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,7 @@ class DenseSnapshot:
     codes: np.ndarray  # int32 [n]: index into products, REMOVED for an image no longer live
     products: tuple[str, ...]
     names: tuple[str, ...]
+    quantized: QuantizedRows | None = None  # the same rows as int8, for catalogs of QUANTIZED_FROM rows or more
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -44,26 +52,63 @@ class DenseSnapshot:
         n = len(self.keys)
         if n == 0:
             return [[] for _ in queries]
+        if self.quantized is not None and len(queries) <= SMALL_BATCH:
+            return [self._search_quantized(query, k) for query in queries]
         scores = row_products(queries, self.vectors)
-        return [self._products(row, k) for row in scores]
+        return [self._matches(row, best_rows(row, self.codes, k)) for row in scores]
 
-    def _products(self, scores: np.ndarray, k: int) -> list[Match]:
-        n = len(scores)
-        fetch = min(n, max(4 * k, 16))
-        while True:
-            top = np.argpartition(-scores, fetch - 1)[:fetch] if fetch < n else np.arange(n)
-            top = top[np.argsort(-scores[top], kind="stable")]
-            found: dict[int, Match] = {}
-            for row in top:
-                code = int(self.codes[row])
-                if code == REMOVED or code in found:
-                    continue
-                found[code] = Match(self.products[code], self.names[code], float(scores[row]), int(self.keys[row]))
-                if len(found) == k:
-                    return list(found.values())
-            if fetch == n:
+    def _search_quantized(self, query: np.ndarray, k: int) -> list[Match]:
+        """The exact answer from an int8 scan: only rows whose bounds reach the k-th product are rescored.
+
+        If k products each have a row whose score is at least t (their lower
+        bounds say so), a product in the top k has its best row at or above t,
+        so that row's upper bound is too: every row that can decide the answer
+        is among those rescored in float32.
+        """
+        assert self.quantized is not None
+        lower, upper = self.quantized.bounds(query)
+        found = best_rows(lower, self.codes, k)
+        floor = lower[found[-1]] if len(found) == k else -np.inf
+        candidates = np.flatnonzero((upper >= floor) & (self.codes != REMOVED))
+        # Of a product's rows, only those reaching its best lower bound can be its best image.
+        codes = self.codes[candidates]
+        best_lower = np.full(len(self.products), -np.inf)
+        np.maximum.at(best_lower, codes, lower[candidates])
+        candidates = candidates[upper[candidates] >= best_lower[codes]]
+        scores = np.full(len(self.keys), -np.inf, dtype=np.float32)
+        # numpy's own loop, one thread: a few dozen rows (BLAS would wait for onnxruntime's spinning threads)
+        scores[candidates] = np.einsum("ij,j->i", self.vectors[candidates], np.asarray(query, dtype=np.float32))
+        return self._matches(scores, best_rows(scores, self.codes, k, among=candidates))
+
+    def _matches(self, scores: np.ndarray, rows: list[int]) -> list[Match]:
+        return [Match(self.products[code], self.names[code], float(scores[row]), int(self.keys[row]))
+                for row in rows for code in (int(self.codes[row]),)]
+
+
+def best_rows(scores: np.ndarray, codes: np.ndarray, k: int, among: np.ndarray | None = None) -> list[int]:
+    """The best row of each of the k best products, best first (ties: the earlier row); REMOVED rows skipped.
+
+    `among`: only these rows (ascending) are looked at.
+    """
+    rows = np.arange(len(scores)) if among is None else among
+    n = len(rows)
+    if n == 0:
+        return []
+    fetch = min(n, max(4 * k, 16))
+    while True:
+        top = rows[np.argpartition(-scores[rows], fetch - 1)[:fetch]] if fetch < n else rows
+        top = top[np.lexsort((top, -scores[top]))]
+        found: dict[int, int] = {}
+        for row in top:
+            code = int(codes[row])
+            if code == REMOVED or code in found:
+                continue
+            found[code] = int(row)
+            if len(found) == k:
                 return list(found.values())
-            fetch = min(n, fetch * 4)
+        if fetch == n:
+            return list(found.values())
+        fetch = min(n, fetch * 4)
 
 
 class DenseIndex:
@@ -74,6 +119,11 @@ class DenseIndex:
         self._keys = np.zeros(0, dtype=np.int64)
         self._vectors = np.zeros((0, dim), dtype=np.float32)
         self._codes = np.zeros(0, dtype=np.int32)
+        self._int8 = np.zeros((0, dim), dtype=np.int8)
+        self._scales = np.zeros(0, dtype=np.float64)
+        self._residuals = np.zeros(0, dtype=np.float64)
+        self._norms = np.zeros(0, dtype=np.float64)
+        self._quantized: QuantizedRows | None = None
         self._size = 0
         self._code_of: dict[str, int] = {}
         self._products: list[str] = []
@@ -92,10 +142,18 @@ class DenseIndex:
             self._keys = _grown(self._keys, capacity, self._size)
             self._vectors = _grown(self._vectors, capacity, self._size)
             self._codes = _grown(self._codes, capacity, self._size)
+            self._int8 = _grown(self._int8, capacity, self._size)
+            self._scales = _grown(self._scales, capacity, self._size)
+            self._residuals = _grown(self._residuals, capacity, self._size)
+            self._norms = _grown(self._norms, capacity, self._size)
         self._keys[self._size:new] = keys
         self._vectors[self._size:new] = vectors
         self._codes[self._size:new] = [self._code(product_id) for product_id in product_ids]
+        added = slice(self._size, new)
+        self._int8[added], self._scales[added], self._residuals[added], self._norms[added] = quantized_rows(vectors)
         self._size = new
+        self._quantized = (QuantizedRows(self._int8[:new], self._scales[:new], self._residuals[:new],
+                                         self._norms[:new]) if new >= QUANTIZED_FROM else None)
         self.snapshot = self._publish()
 
     def keep_only(self, live_keys: np.ndarray) -> None:
@@ -122,7 +180,7 @@ class DenseIndex:
     def _publish(self) -> DenseSnapshot:
         n = self._size
         return DenseSnapshot(self._keys[:n], self._vectors[:n], self._codes[:n], tuple(self._products),
-                             tuple(self._names))
+                             tuple(self._names), self._quantized)
 
 
 class DenseCache:

@@ -290,6 +290,21 @@ def test_compacting_the_mix_keeps_exact_answers(mixed_catalog, tmp_path):
         assert reopened.search(queries, k=K) == rebuilt
 
 
+def test_one_query_at_a_time_scans_int8_and_gives_the_exact_answer(mixed_catalog):
+    """A query alone (a camera's lookup) takes the int8 scan of a catalog this size and rescores only the
+    rows its error bounds cannot rule out; the answer must be the float32 one a batch gets."""
+    queries = make_queries(mixed_catalog.live, seed=15)
+    with Catalog.open(mixed_catalog.folder, readonly=True) as catalog:
+        batch = catalog.search(queries, k=K)  # more than SMALL_BATCH queries: every row in float32
+        alone = [catalog.search(query[None], k=K)[0] for query in queries]
+        assert catalog._dense_view(catalog._state).quantized is not None
+    assert assert_same_as_reference(alone, reference(queries, mixed_catalog.live), K) == len(queries)
+    check_image_keys(alone, queries, mixed_catalog.live)
+    for one, many in zip(alone, batch):
+        assert [(m.product_id, m.image_key) for m in one] == [(m.product_id, m.image_key) for m in many]
+        np.testing.assert_allclose([m.score for m in one], [m.score for m in many], rtol=0, atol=1e-6)
+
+
 # --- HNSW (approximate) -----------------------------------------------------------------------------
 
 
