@@ -55,7 +55,11 @@ class DenseSnapshot:
         if self.quantized is not None and len(queries) <= SMALL_BATCH:
             return [self._search_quantized(query, k) for query in queries]
         scores = row_products(queries, self.vectors)
-        return [self._matches(row, best_rows(row, self.codes, k)) for row in scores]
+        found = []
+        for row in scores:
+            rows = best_rows(row, self.codes, k)
+            found.append(self._matches(rows, row[rows]))
+        return found
 
     def _search_quantized(self, query: np.ndarray, k: int) -> list[Match]:
         """The exact answer from an int8 scan: only rows whose bounds reach the k-th product are rescored.
@@ -75,28 +79,27 @@ class DenseSnapshot:
         best_lower = np.full(len(self.products), -np.inf)
         np.maximum.at(best_lower, codes, lower[candidates])
         candidates = candidates[upper[candidates] >= best_lower[codes]]
-        scores = np.full(len(self.keys), -np.inf, dtype=np.float32)
         # numpy's own loop, one thread: a few dozen rows (BLAS would wait for onnxruntime's spinning threads)
-        scores[candidates] = np.einsum("ij,j->i", self.vectors[candidates], np.asarray(query, dtype=np.float32))
-        return self._matches(scores, best_rows(scores, self.codes, k, among=candidates))
+        scores = np.einsum("ij,j->i", self.vectors[candidates], np.asarray(query, dtype=np.float32))
+        chosen = best_rows(scores, self.codes[candidates], k)  # candidates ascend: ties still go to the earlier row
+        return self._matches(candidates[chosen], scores[chosen])
 
-    def _matches(self, scores: np.ndarray, rows: list[int]) -> list[Match]:
-        return [Match(self.products[code], self.names[code], float(scores[row]), int(self.keys[row]))
-                for row in rows for code in (int(self.codes[row]),)]
+    def _matches(self, rows: np.ndarray | list[int], scores: np.ndarray) -> list[Match]:
+        matches = []
+        for row, score in zip(rows, scores):
+            code = int(self.codes[row])
+            matches.append(Match(self.products[code], self.names[code], float(score), int(self.keys[row])))
+        return matches
 
 
-def best_rows(scores: np.ndarray, codes: np.ndarray, k: int, among: np.ndarray | None = None) -> list[int]:
-    """The best row of each of the k best products, best first (ties: the earlier row); REMOVED rows skipped.
-
-    `among`: only these rows (ascending) are looked at.
-    """
-    rows = np.arange(len(scores)) if among is None else among
-    n = len(rows)
+def best_rows(scores: np.ndarray, codes: np.ndarray, k: int) -> list[int]:
+    """The best row of each of the k best products, best first (ties: the earlier row); REMOVED rows skipped."""
+    n = len(scores)
     if n == 0:
         return []
     fetch = min(n, max(4 * k, 16))
     while True:
-        top = rows[np.argpartition(-scores[rows], fetch - 1)[:fetch]] if fetch < n else rows
+        top = np.argpartition(-scores, fetch - 1)[:fetch] if fetch < n else np.arange(n)
         top = top[np.lexsort((top, -scores[top]))]
         found: dict[int, int] = {}
         for row in top:
