@@ -15,7 +15,9 @@ class Match:
 
     product_id: str
     name: str
-    score: float  # cosine similarity of the best image of this product, in [-1, 1], under the catalog's metric
+    # cosine similarity in [-1, 1], under the catalog's metric, of the product's best image or, in an exactly
+    # searched catalog, of its prototype (the normalised mean of its photos) when that is higher
+    score: float
     image_key: int
     # score minus the best other product's score: positive for the best product, the gap the
     # decision rule weighs (None when the catalog offered no other product)

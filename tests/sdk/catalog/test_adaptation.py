@@ -92,11 +92,16 @@ def test_exact_search_under_the_transform_equals_brute_force_numpy(tmp_path):
         stored = np.concatenate([vectors, clustered(5, 3, seed=2)[0]])
         owners = [f"p{x}" for x in labels] + [f"delta{x}" for x in clustered(5, 3, seed=2)[1]]
         adapted_gallery = state.adaptation.apply(stored)
-        scores = state.adaptation.apply(queries) @ adapted_gallery.T
+        adapted_query = state.adaptation.apply(queries)
+        scores = adapted_query @ adapted_gallery.T
+        owner_of = np.array(owners, dtype=object)
+        means = {owner: adapted_gallery[owner_of == owner].mean(axis=0) for owner in set(owners)}
     for row, matches in enumerate(results):
         best: dict[str, float] = {}
         for owner, score in zip(owners, scores[row]):
             best[owner] = max(best.get(owner, -2.0), float(score))
+        for owner, mean in means.items():  # each product's prototype: its adapted images' normalised mean
+            best[owner] = max(best[owner], float(adapted_query[row] @ mean / np.linalg.norm(mean)))
         expected = sorted(best.items(), key=lambda item: -item[1])[:5]
         assert [m.product_id for m in matches] == [p for p, _ in expected]
         np.testing.assert_allclose([m.score for m in matches], [s for _, s in expected], atol=1e-4)

@@ -79,6 +79,11 @@ def test_a_lone_query_finds_the_float_answer_among_many_near_equal_photos():
         for row in np.flatnonzero(live):
             if ids[row] not in best or scores[row] > best[ids[row]][0]:
                 best[ids[row]] = (scores[row], row + 1)
+        for product, (score, key) in best.items():  # a product's score: its best image or its prototype
+            own = vectors[live & (np.array(ids) == product)].astype(np.float64)
+            if len(own) >= 2:
+                mean = own.mean(axis=0)
+                best[product] = (max(score, float(mean @ query / np.linalg.norm(mean))), key)
         expected = sorted(best.items(), key=lambda item: -item[1][0])[:7]
         assert [(m.product_id, m.image_key) for m in found] == [(pid, key) for pid, (_, key) in expected]
         np.testing.assert_allclose([m.score for m in found], [s for _, (s, _) in expected], atol=1e-5)
