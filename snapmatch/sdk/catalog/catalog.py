@@ -735,8 +735,9 @@ class Catalog:
         is in force). Searched exactly (float32, up to exact_below images), a
         product of two or more photos scores the higher of its best photo and
         its prototype, the normalised mean of its photos (snapmatch.sdk.catalog.dense);
-        the graph of a larger catalog ranks by photos alone. Each match's margin is its score minus the best other
-        product's score (positive only for the first; None when no other product was found).
+        the graph of a larger catalog ranks by photos alone. Each match's margin
+        is its score minus the best other product's score (positive only for
+        the first; None when no other product was found).
         """
         self._check_open()
         if k < 1:
