@@ -265,7 +265,8 @@ class DenseIndex:
         if not len(codes):
             return
         products = len(self._products)
-        self._counts = _grown(self._counts, products, len(self._counts))
+        if products > len(self._counts):  # the writer's own: grown in place, never published
+            self._counts = _grown(self._counts, max(products, 2 * len(self._counts)), len(self._counts))
         np.add.at(self._counts, codes, sign)
         touched = np.unique(codes)
         inverse = _grown(self._inverse_norms, products, len(self._inverse_norms))  # copy on write
