@@ -708,7 +708,8 @@ class Catalog:
                     manifest.adaptation is not None or manifest.threshold_source == "self-calibrated"
                 ):
                     sample = self_calibration.sample(self._write, manifest.dim)
-                    rule, result = self_calibration.fit(sample, self._state.adaptation)
+                    rule, result = self_calibration.fit(sample, self._state.adaptation,
+                                                        prototypes=self._searched_exactly(self._state))
                     self._store_rule(rule, result, "self-calibrated", None)
                     return "self-calibrated"
         except CalibrationError:
@@ -719,7 +720,8 @@ class Catalog:
         """The rule self-calibration would fit on the catalog's own photos now, not stored (for evaluations)."""
         self._check_writable()
         with self._write_mutex:
-            return self_calibration.fit(self_calibration.sample(self._write, self.dim), self._state.adaptation)
+            return self_calibration.fit(self_calibration.sample(self._write, self.dim), self._state.adaptation,
+                                        prototypes=self._searched_exactly(self._state))
 
     def _product_ids(self) -> list[str]:
         with self._read_mutex:
@@ -780,10 +782,14 @@ class Catalog:
             keys, scores = np.take_along_axis(keys, order, 1), np.take_along_axis(scores, order, 1)
         return keys[:, :count], scores[:, :count]
 
+    def _searched_exactly(self, state: _State) -> bool:
+        """Whether search() scans every vector in memory (float32, up to exact_below images), not the graph."""
+        size = (len(state.base) if state.base is not None else 0) + len(state.delta)
+        return state.manifest.vector_dtype == "f32" and size <= self.exact_below
+
     def _dense_view(self, state: _State) -> DenseSnapshot | None:
         """The exact in-memory index when the catalog is small and stores float32 (else None: base + delta)."""
-        size = (len(state.base) if state.base is not None else 0) + len(state.delta)
-        if state.manifest.vector_dtype != "f32" or size > self.exact_below:
+        if not self._searched_exactly(state):
             self._dense.drop()
             return None
         with self._read_mutex:

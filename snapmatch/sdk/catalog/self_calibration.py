@@ -10,8 +10,14 @@ without itself still finds its shelf-mates, near-duplicates that a camera's
 later frames are not, and a precision target fitted on them named only a
 tenth of Grocery's val photos. Measured on Grocery val (docs/BENCHMARKS.md),
 this rule (cosine + 1 x margin, 90% of unknown lookups rejected) reached
-precision 0.94-0.96. `snapmatch catalog calibrate` with real labelled
-photos replaces it.
+precision 0.82-0.92 with the catalog's metric (five Large-minimalistic
+models; 0.89-0.90 for the earlier Small one). `snapmatch catalog calibrate`
+with real labelled photos replaces it.
+
+The lookups score products as the catalog's search will: a catalog searched
+exactly also scores each product's prototype, the normalised mean of its
+photos (snapmatch.sdk.catalog.dense), and so do its lookups here. A threshold
+fitted on photos alone would sit below what unknown products score.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from snapmatch.sdk.catalog.calibration import (
     report,
     rule_values,
 )
+from snapmatch.sdk.catalog.dense import MIN_PROTOTYPE_PHOTOS
 from snapmatch.sdk.errors import CalibrationError
 
 UNKNOWN_REJECTION = 0.9
@@ -61,8 +68,13 @@ def sample(conn: sqlite3.Connection, dim: int, *, seed: int = 0) -> Sample:
     return Sample(np.asarray(index, dtype=np.int64).reshape(-1), vectors)
 
 
-def fit(sample: Sample, adaptation: Adaptation | None, *, seed: int = 0) -> tuple[DecisionRule, CalibrationReport]:
-    """The rule that rejects UNKNOWN_REJECTION of leave-one-product-out lookups (CalibrationError: too few products)."""
+def fit(sample: Sample, adaptation: Adaptation | None, *, prototypes: bool = False,
+        seed: int = 0) -> tuple[DecisionRule, CalibrationReport]:
+    """The rule that rejects UNKNOWN_REJECTION of leave-one-product-out lookups (CalibrationError: too few products).
+
+    prototypes: score each product of two or more photos by the higher of its best photo and
+    its prototype, as exact search does (pass whether the catalog is searched exactly).
+    """
     gallery = adaptation.apply(sample.vectors) if adaptation is not None else sample.vectors
     labels = sample.products
     if len(np.unique(labels)) < 3:
@@ -71,11 +83,15 @@ def fit(sample: Sample, adaptation: Adaptation | None, *, seed: int = 0) -> tupl
     queries = np.sort(rng.choice(len(labels), min(len(labels), MAX_QUERIES), replace=False))
     order = np.argsort(labels, kind="stable")
     starts = np.flatnonzero(np.r_[True, np.diff(labels[order]) != 0])
+    usable, means = _prototypes(gallery[order], starts) if prototypes else (None, None)
     best = []
     for start in range(0, len(queries), 256):
         chunk = queries[start:start + 256]
         similarity = gallery[chunk] @ gallery.T
-        best.append(np.maximum.reduceat(similarity[:, order], starts, axis=1))  # best image per product
+        per_image = np.maximum.reduceat(similarity[:, order], starts, axis=1)  # best image per product
+        if means is not None:
+            per_image[:, usable] = np.maximum(per_image[:, usable], gallery[chunk] @ means.T)
+        best.append(per_image)
     per_product = np.concatenate(best)
     per_product[np.arange(len(queries)), labels[queries]] = -np.inf  # as if its product were not in the catalog
     _, scores, margins = _top_two(per_product)
@@ -83,6 +99,16 @@ def fit(sample: Sample, adaptation: Adaptation | None, *, seed: int = 0) -> tupl
     rule = DecisionRule(float(np.quantile(values, UNKNOWN_REJECTION, method="higher")) + 1e-6, MARGIN_WEIGHT)
     unknown = np.zeros(len(queries), dtype=bool)
     return rule, report(rule, scores, margins, unknown, unknown)
+
+
+def _prototypes(grouped: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which products (rows grouped by product from `starts`) have a prototype, and those prototypes:
+    the normalised mean of the product's rows, for products of MIN_PROTOTYPE_PHOTOS or more."""
+    sums = np.add.reduceat(grouped.astype(np.float64), starts, axis=0)
+    counts = np.diff(np.r_[starts, len(grouped)])
+    norms = np.linalg.norm(sums, axis=1)
+    usable = (counts >= MIN_PROTOTYPE_PHOTOS) & (norms > 0)
+    return usable, (sums[usable] / norms[usable, None]).astype(np.float32)
 
 
 def _top_two(per_product: np.ndarray):

@@ -311,3 +311,33 @@ def test_self_calibration_of_a_large_catalog_draws_a_sample_as_rows_stream(tmp_p
         rule, result = self_calibration.fit(drawn, None)
     assert result.unknown == len(drawn.vectors) and result.unknown_rejected >= 0.85 * result.unknown
     assert rule.margin_weight == self_calibration.MARGIN_WEIGHT
+
+
+@pytest.mark.parametrize("searched_exactly", [True, False])
+def test_self_calibration_scores_products_as_the_catalogs_search_does(tmp_path, searched_exactly):
+    # Reference: each product's photos looked up by Catalog.search in a catalog of all the other products.
+    # Searched exactly, a product also scores by its prototype (its photos' mean); through the graph it
+    # does not, and the rule fitted on the catalog's own photos must follow suit.
+    from snapmatch.sdk.catalog import self_calibration
+    from snapmatch.sdk.catalog.calibration import rule_values
+
+    vectors, labels = clustered(12, 3, dim=16, spread=1.5, seed=3)  # spread photos: their means decide often
+    exact_below = 20_000 if searched_exactly else 0
+    values = []
+    for left_out in np.unique(labels):
+        others = labels != left_out
+        with Catalog.create(tmp_path / f"without-{left_out}", model_id="m", dim=16, adapt=False,
+                            exact_below=exact_below) as catalog:
+            fill(catalog, vectors[others], labels[others])
+            for match in catalog.search(vectors[~others], k=2):
+                values.append(rule_values(np.array([match[0].score]), np.array([match[0].margin]),
+                                          self_calibration.MARGIN_WEIGHT)[0])
+    expected = float(np.quantile(values, self_calibration.UNKNOWN_REJECTION, method="higher")) + 1e-6
+    with Catalog.create(tmp_path / "all", model_id="m", dim=16, adapt=False, exact_below=exact_below) as catalog:
+        fill(catalog, vectors, labels)
+        rule, result = catalog.self_calibrated_rule()
+        other, _ = self_calibration.fit(self_calibration.sample(catalog._write, 16), None,
+                                        prototypes=not searched_exactly)
+    assert rule.threshold == pytest.approx(expected, abs=1e-5)
+    assert result.unknown == len(vectors)
+    assert abs(other.threshold - expected) > 1e-3  # scoring the other way gives another rule: the check can fail
