@@ -50,7 +50,11 @@ class Embedder:
         except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"{self.path} is not a loadable ONNX model: {first_line}") from None
-        props = self._session.get_modelmeta().custom_metadata_map
+        try:
+            props = self._session.get_modelmeta().custom_metadata_map
+        except UnicodeDecodeError as exc:  # bytes that are not UTF-8 text: a damaged file (a corruption sweep found it)
+            raise ModelError(f"{self.path} has metadata that is not UTF-8 text (byte {exc.start} of a value): "
+                             "the file is damaged") from None
         self.spec = ModelSpec.from_metadata(props, source=str(self.path))
         self.batch_size = max(1, batch_size)
         self.threads = threads

@@ -339,6 +339,15 @@ def test_malformed_metadata(tmp_path, key, value):
     assert "malformed" in refused(path)
 
 
+def test_metadata_that_is_not_utf8_is_a_model_error(tmp_path):
+    # As random damage to a model file's metadata leaves it: still a valid protobuf, no longer text.
+    path = build_model(tmp_path / "m.onnx", metadata={"note": "MARKER--"})
+    data = path.read_bytes()
+    assert data.count(b"MARKER--") == 1
+    path.write_bytes(data.replace(b"MARKER--", b"\xcc\x01garbge"))  # the same length: the protobuf stays valid
+    assert "not UTF-8" in refused(path, ModelError)
+
+
 @pytest.mark.parametrize(
     "key, value",
     [
