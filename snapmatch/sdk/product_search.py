@@ -304,7 +304,8 @@ class ProductSearch:
             "threshold_source": manifest.threshold_source,
             "rule": self.rule.describe(),
             "margin_weight": manifest.margin_weight,
-            # False: the threshold was fitted under another metric (recalibrate with `catalog calibrate`)
+            # False: the threshold was fitted under another metric, or on products scored another way than
+            # search scores them now (the next writer refits it; or recalibrate with `catalog calibrate`)
             "threshold_current": self.catalog.threshold_current(),
             "calibration": manifest.calibration,
             "connectivity": manifest.connectivity,

@@ -119,6 +119,7 @@ class Catalog:
         self._write: sqlite3.Connection
         self._closed = False
         self._fit_attempt: int | None = None  # change counter at the last fit that found too little to fit
+        self._scoring_refitted: str | None = None  # the scoring a write last recalibrated the rule for
         self._dense = DenseCache()  # the in-memory exact index of a small catalog, built at its first search
 
     # --- opening -------------------------------------------------------------------
@@ -473,8 +474,14 @@ class Catalog:
             fitted = self._fit(state.manifest) if state.manifest.adapt else None
             if fitted is None and state.adaptation is None:
                 self._fit_attempt = store.changes(self._write)  # still too little to fit: nothing changes
-                return
-            self._compact(rebuild=False, refit=True, fitted=fitted)
+            else:
+                self._compact(rebuild=False, refit=True, fitted=fitted)
+        # The catalog grew past exact_below (or shrank below it): search scores products another way now,
+        # and a rule fitted on its photos is refitted to match, once per change of scoring.
+        scoring = self._scoring(self._state)
+        if scoring != self._scoring_refitted and not self.threshold_current():
+            self._scoring_refitted = scoring
+            self.recalibrate()
 
     @_database_errors
     def remove(self, product_id: str) -> int:
@@ -636,9 +643,17 @@ class Catalog:
         return DecisionRule(manifest.threshold, manifest.margin_weight)
 
     def threshold_current(self) -> bool:
-        """False when the stored threshold was fitted under another metric than the one in force."""
+        """False when the stored threshold was fitted under another metric than the one in force, or, for a
+        rule fitted on the catalog, on products scored another way than search scores them now."""
         manifest = self._state.manifest
-        return manifest.threshold_adaptation == (manifest.adaptation.sha256 if manifest.adaptation else "")
+        if manifest.threshold_adaptation != (manifest.adaptation.sha256 if manifest.adaptation else ""):
+            return False
+        fitted_here = manifest.threshold_source in ("calibrated", "self-calibrated")
+        return not fitted_here or (manifest.threshold_scoring or "photos") == self._scoring(self._state)
+
+    def _scoring(self, state: _State) -> str:
+        """How search scores products now: with prototypes when searched exactly (a THRESHOLD_SCORINGS entry)."""
+        return "prototypes" if self._searched_exactly(state) else "photos"
 
     @_database_errors
     def calibrate(self, vectors: np.ndarray, labels: Sequence[str | None], *, target_precision: float,
@@ -681,6 +696,7 @@ class Catalog:
             threshold=rule.threshold, margin_weight=rule.margin_weight, threshold_source=source,
             target_precision=target_precision, calibration=result.to_dict(),
             threshold_adaptation=manifest.adaptation.sha256 if manifest.adaptation else "",
+            threshold_scoring=self._scoring(self._state),
         )
 
     @_database_errors

@@ -24,6 +24,9 @@ _BASE_NAME = re.compile(r"^base-\d{6}\.usearch$")
 _ADAPT_NAME = re.compile(r"^adapt-\d{6}\.npz$")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 THRESHOLD_SOURCES = ("default", "model card", "calibrated", "self-calibrated")
+# "prototypes": a product scores the higher of its best photo and its photos' mean (exact search);
+# "photos": its best photo alone (the graph of a larger catalog).
+THRESHOLD_SCORINGS = ("photos", "prototypes")
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,9 @@ class Manifest:
     margin_weight: float = 0.0
     target_precision: float | None = None  # what calibration aimed at; refits recalibrate to it
     threshold_adaptation: str = ""  # sha256 of the transform the threshold was fitted under ("": none)
+    # How the products' scores that rule was fitted on were made: one of THRESHOLD_SCORINGS ("": a rule
+    # not fitted on the catalog, or one fitted before this field, when lookups scored photos alone).
+    threshold_scoring: str = ""
     calibration: dict = field(default_factory=dict)  # what the stored rule does on the photos it was fitted on
     # Adapt the metric to the catalog's own photos. Manifests written before this read as False (their
     # vectors were never adapted); new catalogs write True.
@@ -173,6 +179,7 @@ def _validate(manifest: Manifest) -> None:
         "target_precision": manifest.target_precision is None
         or is_number(manifest.target_precision) and 0.0 < manifest.target_precision <= 1.0,
         "threshold_adaptation": isinstance(manifest.threshold_adaptation, str),
+        "threshold_scoring": manifest.threshold_scoring in ("", *THRESHOLD_SCORINGS),
         "calibration": isinstance(manifest.calibration, dict),
         "adapt": isinstance(manifest.adapt, bool),
         "compact_at": is_int(manifest.compact_at, 1),

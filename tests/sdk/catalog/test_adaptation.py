@@ -341,3 +341,40 @@ def test_self_calibration_scores_products_as_the_catalogs_search_does(tmp_path, 
     assert rule.threshold == pytest.approx(expected, abs=1e-5)
     assert result.unknown == len(vectors)
     assert abs(other.threshold - expected) > 1e-3  # scoring the other way gives another rule: the check can fail
+
+
+def test_a_rule_fitted_before_prototypes_is_refitted_by_the_next_writer(tmp_path):
+    from snapmatch.sdk.catalog.manifest import write_manifest
+
+    vectors, labels = clustered(20, 4)
+    folder = tmp_path / "c"
+    with Catalog.create(folder, model_id="m", dim=32, adapt=True) as catalog:
+        fill(catalog, vectors, labels)
+        fitted = catalog.manifest
+    assert fitted.threshold_source == "self-calibrated" and fitted.threshold_scoring == "prototypes"
+    # A manifest written before the field: its rule was fitted on lookups that scored photos alone.
+    write_manifest(folder, read_manifest(folder).replace(threshold_scoring="", threshold=0.123))
+    with Catalog.open(folder, readonly=True) as reader:
+        assert not reader.threshold_current()  # exact search scores prototypes: the rule is stale
+    with Catalog.open(folder) as writer:
+        assert writer.threshold_current() and writer.manifest.threshold_scoring == "prototypes"
+        assert writer.manifest.threshold == pytest.approx(fitted.threshold)
+
+
+def test_a_catalog_that_outgrows_exact_search_refits_its_rule_for_the_graph(tmp_path):
+    vectors, labels = clustered(30, 4)
+    first = labels < 20
+    with Catalog.create(tmp_path / "c", model_id="m", dim=32, adapt=True, exact_below=100) as catalog:
+        fill(catalog, vectors[first], labels[first])  # 80 images: searched exactly
+        exact = catalog.manifest
+        for label in range(20, 30):  # up to 120: past exact_below, searched through the graph
+            catalog.add(f"p{label}", vectors[labels == label])
+            if catalog.stats()["images"] > 100:
+                break
+        crossed = catalog.manifest  # right after the write that crossed
+        expected, _ = catalog.self_calibrated_rule()
+        assert catalog.threshold_current()
+    assert exact.threshold_source == "self-calibrated" and exact.threshold_scoring == "prototypes"
+    assert crossed.threshold_source == "self-calibrated" and crossed.threshold_scoring == "photos"
+    assert crossed.threshold == pytest.approx(expected.threshold)
+    assert crossed.threshold != pytest.approx(exact.threshold)
