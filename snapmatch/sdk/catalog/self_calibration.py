@@ -104,7 +104,7 @@ def fit(sample: Sample, adaptation: Adaptation | None, *, prototypes: bool = Fal
 def _prototypes(grouped: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Which products (rows grouped by product from `starts`) have a prototype, and those prototypes:
     the normalised mean of the product's rows, for products of MIN_PROTOTYPE_PHOTOS or more."""
-    sums = np.add.reduceat(grouped.astype(np.float64), starts, axis=0)
+    sums = np.add.reduceat(grouped, starts, axis=0, dtype=np.float64)  # no float64 copy of the whole gallery
     counts = np.diff(np.r_[starts, len(grouped)])
     norms = np.linalg.norm(sums, axis=1)
     usable = (counts >= MIN_PROTOTYPE_PHOTOS) & (norms > 0)
